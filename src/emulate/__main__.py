@@ -1,0 +1,3 @@
+from emulate.cli import app
+
+app(prog_name="emulate")

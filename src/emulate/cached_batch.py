@@ -1,0 +1,84 @@
+"""Rows of token sequences decoded through one model with a KV cache.
+
+Prompts of different lengths are left-padded; the attention mask hides the padding and explicit
+position ids start every row at 0, so a row's logits do not depend on what it is batched with.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+
+class CachedBatch:
+    """One model's rows: the cache, the attention mask over cached positions, next positions."""
+
+    def __init__(self, model, vocab_size: int):
+        self.model = model
+        self.vocab_size = vocab_size
+        self.device = next(model.parameters()).device
+        self.cache: DynamicCache | None = None
+        self.attention_mask: torch.Tensor | None = None  # (rows, cached length), 1 = real token
+        self.next_position: torch.Tensor | None = None  # (rows,)
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.attention_mask is None else self.attention_mask.shape[0]
+
+    @torch.inference_mode()
+    def prefill(self, sequences: list[list[int]]) -> torch.Tensor:
+        """Run whole prompts; return the logits after each one, shape (rows, vocab)."""
+        longest = max(len(s) for s in sequences)
+        ids = torch.zeros(len(sequences), longest, dtype=torch.long)
+        mask = torch.zeros(len(sequences), longest, dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            ids[row, longest - len(sequence):] = torch.tensor(sequence, dtype=torch.long)
+            mask[row, longest - len(sequence):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        self.cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=self.cache,
+            use_cache=True, logits_to_keep=1,
+        )
+        self.cache = out.cache
+        self.attention_mask = mask
+        self.next_position = positions[:, -1] + 1
+        return out.logits[:, -1, : self.vocab_size]
+
+    @torch.inference_mode()
+    def extend(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Append `tokens` (rows, t) to every row; return logits at each new position (rows, t, V).
+
+        `valid` (rows, t) marks which new tokens are real; invalid ones are cached but masked out
+        and take no position, so rows can advance by different amounts in one forward.
+        """
+        tokens = tokens.to(self.device)
+        if valid is None:
+            valid = torch.ones_like(tokens, dtype=torch.long)
+        valid = valid.to(self.device, torch.long)
+        positions = self.next_position[:, None] + valid.cumsum(-1) - valid
+        self.attention_mask = torch.cat([self.attention_mask, valid], dim=-1)
+        out = self.model(
+            input_ids=tokens, attention_mask=self.attention_mask, position_ids=positions,
+            cache=self.cache, use_cache=True,
+        )
+        self.cache = out.cache
+        self.next_position = self.next_position + valid.sum(-1)
+        return out.logits[..., : self.vocab_size]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop every row not in `rows` (finished or cancelled sequences stop costing compute)."""
+        rows = rows.to(self.device)
+        self.cache.batch_select_indices(rows)
+        self.attention_mask = self.attention_mask[rows]
+        self.next_position = self.next_position[rows]
+
+    def rewind(self, n: int) -> None:
+        """Forget the last `n` cached positions of every row (rejected speculative tokens)."""
+        if n <= 0:
+            return
+        self.cache.crop(-n)
+        dropped = self.attention_mask[:, -n:].sum(-1)
+        self.attention_mask = self.attention_mask[:, :-n]
+        self.next_position = self.next_position - dropped

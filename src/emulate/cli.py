@@ -1,0 +1,107 @@
+"""The `emulate` command line: generate from a composition, build and evaluate the toy world."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from emulate.errors import EmulateError
+
+app = typer.Typer(
+    help="Emulated fine-tuning and emulated disalignment: compose language models at decoding time.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+@app.callback()
+def main() -> None:
+    """Emulated fine-tuning and emulated disalignment: compose language models at decoding time."""
+
+
+def parse_pairs(values: list[str], option: str) -> dict[str, str]:
+    """NAME=VALUE pairs from repeated options; a clear error for anything else."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip() or not rest:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {value!r}", param_hint=option)
+        pairs[name.strip()] = rest
+    return pairs
+
+
+def fail(error: Exception) -> None:
+    console.print(f"[bold red]error:[/] {error}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def quiet_transformers() -> None:
+    """Loading bars from transformers would interleave with ours."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+@app.command()
+def generate(
+    prompts: Annotated[list[str], typer.Argument(help="Prompts to complete.")],
+    formula: Annotated[str, typer.Option(help="e.g. 'large + 1.0*(chat_small - small)'.")],
+    model: Annotated[list[str], typer.Option(help="NAME=PATH, repeated: one per term.")],
+    template: Annotated[
+        list[str], typer.Option(help="NAME=plain|chat|'...{prompt}...', repeated.")
+    ] = [],  # noqa: B006 (typer reads the default)
+    param: Annotated[list[str], typer.Option(help="NAME=NUMBER formula parameter, e.g. beta=1.5.")]
+    = [],  # noqa: B006
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    min_p: float = 0.0,
+    seed: int | None = None,
+    stop: Annotated[list[str], typer.Option(help="Stop string, repeatable.")] = [],  # noqa: B006
+    plausibility: Annotated[
+        str | None, typer.Option(help="Conservative decoding: TERM or TERM:TOP_P.")
+    ] = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per completion.")] = False,
+):
+    """Complete PROMPTS by sampling from a formula over models."""
+    from emulate.composition import Composition
+    from emulate.sampling import Plausibility
+
+    quiet_transformers()
+    try:
+        parameters = {k: float(v) for k, v in parse_pairs(param, "--param").items()}
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--param") from None
+    try:
+        filter_ = None
+        if plausibility:
+            term, _, top = plausibility.partition(":")
+            filter_ = Plausibility(term, float(top)) if top else Plausibility(term)
+        composition = Composition(
+            formula, parse_pairs(model, "--model"), parse_pairs(template, "--template"),
+            device=device, dtype=dtype, parameters=parameters,
+        )
+        completions = composition.complete(
+            prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            top_k=top_k, min_p=min_p, seed=seed, stop=stop, plausibility=filter_,
+        )
+    except EmulateError as error:
+        fail(error)
+    for prompt, completion in zip(prompts, completions):
+        if as_json:
+            record = {
+                "prompt": prompt, "completion": completion.text,
+                "finish_reason": completion.finish_reason, "tokens": len(completion.token_ids),
+            }
+            sys.stdout.write(json.dumps(record) + "\n")
+        else:
+            sys.stdout.write(completion.text + "\n")

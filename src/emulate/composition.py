@@ -1,0 +1,176 @@
+"""`Composition`: a linear formula over models' next-token log-probs, as a sampler.
+
+    Composition("large + 1.0*(chat_small - small)",
+                models={"large": "llama-2-70b", "chat_small": "llama-2-7b-chat", "small": "llama-2-7b"},
+                templates={"chat_small": "chat"})
+
+Each term is a model seen through its own prompt template. Terms that name the same checkpoint
+share one loaded model and run in one batched forward.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+
+import torch
+
+from emulate.decoding import Completion, Decoder, Delta
+from emulate.errors import FormulaError, GenerationParamsError, TemplateError
+from emulate.formula import parse_formula
+from emulate.loading import LoadedModel, load_model, shared_vocab_size
+from emulate.sampling import Plausibility, SamplingParams
+from emulate.templates import Prompt, Template
+
+
+class Composition:
+    def __init__(
+        self,
+        formula: str,
+        models: Mapping[str, object],
+        templates: Mapping[str, str] | None = None,
+        device: str = "cpu",
+        dtype=None,
+        parameters: Mapping[str, float] | None = None,
+    ):
+        self.formula = formula
+        self.parameters = dict(parameters or {})
+        clashes = set(self.parameters) & set(models)
+        if clashes:
+            raise FormulaError(f"{sorted(clashes)} name both a model and a parameter; rename one")
+        self.weights = parse_formula(formula, known_names=models, parameters=self.parameters)
+        self.term_names = list(self.weights)
+        templates = dict(templates or {})
+        unknown = set(templates) - set(models)
+        if unknown:
+            raise TemplateError(
+                f"templates given for {sorted(unknown)}, which name no model; "
+                f"models are {sorted(models)}"
+            )
+        self.templates = {t: Template(templates.get(t, "plain")) for t in self.term_names}
+        self.loaded: dict[str, LoadedModel] = {}
+        self._term_model: dict[str, str] = {}
+        by_source: dict[tuple, str] = {}
+        for t in self.term_names:
+            identity = _source_identity(models[t])
+            if identity not in by_source:
+                by_source[identity] = t
+                self.loaded[t] = load_model(models[t], t, device=device, dtype=dtype)
+            self._term_model[t] = by_source[identity]
+        self.vocab_size = shared_vocab_size(list(self.loaded.values()))
+        self.tokenizer = next(iter(self.loaded.values())).tokenizer
+        eos = set().union(*(m.eos_token_ids for m in self.loaded.values()))
+        self.eos_token_ids = {i for i in eos if i < self.vocab_size}
+        self._weights_cache: dict[tuple, dict[str, float]] = {}
+
+    def model_key(self, term: str) -> str:
+        """The loaded model a term runs on (terms sharing a checkpoint share a key)."""
+        return self._term_model[term]
+
+    def context_length(self, term: str) -> int | None:
+        return self.loaded[self.model_key(term)].context_length
+
+    def prompt_ids(self, term: str, prompt: Prompt) -> list[int]:
+        tokenizer = self.loaded[self.model_key(term)].tokenizer
+        return self.templates[term].token_ids(prompt, tokenizer)
+
+    def resolve_weights(self, params: SamplingParams | None = None) -> dict[str, float]:
+        """The formula's weights for one request: parameter and weight overrides applied."""
+        parameters = {**self.parameters, **((params and params.parameters) or {})}
+        overrides = (params and params.weights) or {}
+        key = (tuple(sorted(parameters.items())), tuple(sorted(overrides.items())))
+        if key not in self._weights_cache:
+            unknown = set(parameters) - set(self.parameters)
+            if unknown:
+                raise GenerationParamsError(
+                    f"unknown parameter(s) {sorted(unknown)}; this composition's parameters are "
+                    f"{sorted(self.parameters) or 'none'}"
+                )
+            weights = parse_formula(self.formula, self.term_names, parameters)
+            for name, value in overrides.items():
+                if name not in weights:
+                    raise GenerationParamsError(
+                        f"weight override for unknown term {name!r}; terms are {self.term_names}"
+                    )
+                weights[name] = float(value)
+            if all(w == 0 for w in weights.values()):
+                raise GenerationParamsError("all term weights are zero; nothing to sample from")
+            self._weights_cache[key] = weights
+        return self._weights_cache[key]
+
+    def sampling_params(self, prompts: list[Prompt], **kwargs) -> list[SamplingParams]:
+        """One SamplingParams per prompt; seed i+offset keeps rows independent yet reproducible."""
+        plausibility = kwargs.pop("plausibility", None)
+        if isinstance(plausibility, str):
+            plausibility = Plausibility(plausibility)
+        elif isinstance(plausibility, Mapping):
+            plausibility = Plausibility(**plausibility)
+        if plausibility is not None and plausibility.term not in self.term_names:
+            raise GenerationParamsError(
+                f"plausibility filter names unknown term {plausibility.term!r}; "
+                f"terms are {self.term_names}"
+            )
+        seed = kwargs.pop("seed", None)
+        return [
+            SamplingParams(
+                seed=None if seed is None else seed + i, plausibility=plausibility, **kwargs
+            )
+            for i in range(len(prompts))
+        ]
+
+    def decoder(self, prompts: list[Prompt], params: list[SamplingParams]) -> Decoder:
+        if not prompts:
+            raise GenerationParamsError("no prompts given")
+        if len(params) != len(prompts):
+            raise GenerationParamsError("give one SamplingParams per prompt")
+        return Decoder(self, list(prompts), params)
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, prompts: list[Prompt]) -> torch.Tensor:
+        """The composed, normalized log-distribution after each prompt, (batch, vocab)."""
+        decoder = self.decoder(prompts, self.sampling_params(prompts))
+        return decoder.composed_logprobs()
+
+    def stream(self, prompts: list[Prompt], **kwargs) -> Iterator[Delta]:
+        """Yield text deltas as they are decoded; each prompt's last delta has a finish_reason."""
+        decoder = self.decoder(prompts, self.sampling_params(prompts, **kwargs))
+        while not decoder.done:
+            for delta in decoder.step():
+                if delta.text or delta.finish_reason:
+                    yield delta
+
+    def complete(self, prompts: list[Prompt], **kwargs) -> list[Completion]:
+        """Decode every prompt to the end; return texts, token ids and finish reasons."""
+        decoder = self.decoder(prompts, self.sampling_params(prompts, **kwargs))
+        while not decoder.done:
+            decoder.step()
+        return [decoder.completion(i) for i in range(len(prompts))]
+
+    def generate(
+        self,
+        prompts: list[Prompt],
+        max_new_tokens: int = 64,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+        **kwargs,
+    ) -> list[str]:
+        """Completions as text. temperature=0 is greedy."""
+        completions = self.complete(
+            prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            top_k=top_k, seed=seed, stop=stop or [], **kwargs,
+        )
+        return [c.text for c in completions]
+
+
+def _source_identity(source) -> tuple:
+    """Terms whose sources are the same path or the same model object share one loaded model."""
+    if isinstance(source, (str, os.PathLike)):
+        return ("path", os.path.abspath(os.fspath(source)) if os.path.exists(source) else str(source))
+    if isinstance(source, tuple):
+        return ("object", id(source[0]))
+    if isinstance(source, LoadedModel):
+        return ("object", id(source.model))
+    return ("object", id(source))

@@ -1,0 +1,189 @@
+"""The decode loop: prefill every term once, then one cached forward per model per token.
+
+A `Decoder` is one batch of prompts in flight. Each step composes the terms' next-token logits,
+chooses a token per row, appends it to every term's sequence, and retires finished rows so they
+stop costing forwards. Callers pull steps (generate, stream, the server's batcher) and may cancel
+rows at any time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from emulate.cached_batch import CachedBatch
+from emulate.combine import compose_logprobs
+from emulate.errors import PromptTooLongError
+from emulate.sampling import SamplingParams, choose_tokens, min_p_mask, top_p_mask
+from emulate.templates import Prompt
+from emulate.text import TextAssembler
+
+
+@dataclass
+class Delta:
+    """New text for one prompt; `finish_reason` is set on its last delta."""
+
+    index: int
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None  # "stop", "length" or "cancelled"
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+
+
+class Decoder:
+    """One batch of prompts decoded in lockstep through every term of a composition."""
+
+    def __init__(self, composition, prompts: list[Prompt], params: list[SamplingParams]):
+        self.composition = composition
+        self.params = params
+        self.generators = [p.generator() for p in params]
+        row_weights = [composition.resolve_weights(p) for p in params]
+        watched = {p.plausibility.term for p in params if p.plausibility is not None}
+        self.terms = [
+            t for t in composition.term_names
+            if t in watched or any(w[t] != 0 for w in row_weights)
+        ]
+        self.weights = torch.tensor([[w[t] for t in self.terms] for w in row_weights])
+        self.assemblers = [TextAssembler(composition.tokenizer, p.stop) for p in params]
+        self.finish_reasons: list[str | None] = [None] * len(prompts)
+        self.rows = list(range(len(prompts)))  # prompt indices still running, in batch order
+        self._cancelled: set[int] = set()
+        prompt_ids = {t: [composition.prompt_ids(t, p) for p in prompts] for t in self.terms}
+        self.prompt_tokens = [max(len(prompt_ids[t][i]) for t in self.terms) for i in self.rows]
+        self.budget = [self._budget(i, prompt_ids, p) for i, p in enumerate(params)]
+        self.groups: dict[str, list[str]] = {}
+        for t in self.terms:
+            self.groups.setdefault(composition.model_key(t), []).append(t)
+        self.batches = {
+            key: CachedBatch(composition.loaded[key].model, composition.vocab_size)
+            for key in self.groups
+        }
+        self.logits: dict[str, torch.Tensor] = {}
+        for key, terms in self.groups.items():
+            sequences = [ids for t in terms for ids in prompt_ids[t]]
+            self._store(key, self.batches[key].prefill(sequences))
+
+    @property
+    def done(self) -> bool:
+        return not self.rows
+
+    def cancel(self, index: int) -> None:
+        """Stop decoding prompt `index`; its rows leave the batch before the next forward."""
+        if index in self.rows:
+            self._cancelled.add(index)
+
+    def composed_logprobs(self) -> torch.Tensor:
+        """The composed next-token log-distribution of the running rows, (rows, vocab)."""
+        logits = [self.logits[t] for t in self.terms]
+        return compose_logprobs(logits, self.weights[self.rows].to(logits[0].device))
+
+    def step(self) -> list[Delta]:
+        """Choose one token for every running row; return the deltas it produced."""
+        deltas = [self._finish(i, "cancelled") for i in self.rows if i in self._cancelled]
+        self._retire()
+        if not self.rows:
+            return deltas
+        logprobs = self._plausible(self.composed_logprobs())
+        params = [self.params[i] for i in self.rows]
+        tokens = choose_tokens(logprobs, params, [self.generators[i] for i in self.rows]).cpu()
+        for i, token in zip(self.rows, tokens.tolist()):
+            deltas.append(self.accept(i, token))
+        self._retire()
+        if self.rows:
+            fed = torch.tensor([self.assemblers[i].token_ids[-1] for i in self.rows])
+            self._feed(fed[:, None])
+        return deltas
+
+    def accept(self, index: int, token: int) -> Delta:
+        """Append `token` to prompt `index`'s completion and decide whether it is finished."""
+        assembler = self.assemblers[index]
+        if token in self.composition.eos_token_ids and not self.params[index].ignore_eos:
+            assembler.token_ids.append(token)
+            return self._finish(index, "stop", [token])
+        text = assembler.add(token)
+        if assembler.stopped:
+            return self._finish(index, "stop", [token], text)
+        if len(assembler.token_ids) >= self.budget[index]:
+            return self._finish(index, "length", [token], text)
+        return Delta(index, text, [token])
+
+    def completion(self, index: int) -> Completion:
+        assembler = self.assemblers[index]
+        return Completion(
+            text=assembler.text,
+            token_ids=list(assembler.token_ids),
+            finish_reason=self.finish_reasons[index] or "length",
+            prompt_tokens=self.prompt_tokens[index],
+        )
+
+    def _finish(self, index: int, reason: str, tokens=(), text: str = "") -> Delta:
+        self.finish_reasons[index] = reason
+        return Delta(index, text + self.assemblers[index].finish(), list(tokens), reason)
+
+    def _retire(self) -> None:
+        """Drop finished rows from every model's batch."""
+        keep = [pos for pos, i in enumerate(self.rows) if self.finish_reasons[i] is None]
+        if len(keep) == len(self.rows):
+            return
+        running = len(self.rows)
+        self.rows = [self.rows[pos] for pos in keep]
+        self._cancelled &= set(self.rows)
+        if not self.rows:
+            return
+        for key, terms in self.groups.items():
+            block_rows = [j * running + pos for j in range(len(terms)) for pos in keep]
+            index = torch.tensor(block_rows)
+            self.batches[key].keep(index)
+            for t in terms:
+                self.logits[t] = self.logits[t][torch.tensor(keep, device=self.logits[t].device)]
+
+    def _feed(self, tokens: torch.Tensor) -> None:
+        """Append tokens (rows, t) to every term and keep the logits at the last position."""
+        for key, terms in self.groups.items():
+            logits = self.batches[key].extend(tokens.repeat(len(terms), 1))
+            self._store(key, logits[:, -1])
+
+    def _store(self, key: str, logits: torch.Tensor) -> None:
+        for t, block in zip(self.groups[key], logits.chunk(len(self.groups[key]))):
+            self.logits[t] = block
+
+    def _plausible(self, logprobs: torch.Tensor) -> torch.Tensor:
+        """Conservative decoding: restrict rows to their chosen term's top-p / min-p set."""
+        filters = [self.params[i].plausibility for i in self.rows]
+        if all(f is None for f in filters):
+            return logprobs
+        blocked = torch.zeros_like(logprobs, dtype=torch.bool)
+        for pos, f in enumerate(filters):
+            if f is None:
+                continue
+            own = torch.log_softmax(self.logits[f.term][pos : pos + 1].float(), dim=-1)
+            outside = top_p_mask(own, torch.tensor([f.top_p], dtype=own.dtype))
+            outside |= min_p_mask(own, torch.tensor([f.min_p], dtype=own.dtype))
+            blocked[pos] = outside[0]
+        kept = logprobs.masked_fill(blocked, float("-inf"))
+        empty = torch.isneginf(kept).all(dim=-1, keepdim=True)
+        return torch.log_softmax(torch.where(empty, logprobs, kept), dim=-1)
+
+    def _budget(self, index: int, prompt_ids, params: SamplingParams) -> int:
+        """Tokens this prompt may generate: max_new_tokens, capped by every model's context."""
+        budget = params.max_new_tokens
+        for t in self.terms:
+            limit = self.composition.context_length(t)
+            if limit is None:
+                continue
+            length = len(prompt_ids[t][index])
+            if length >= limit:
+                raise PromptTooLongError(
+                    f"prompt {index} is {length} tokens for term {t!r}, but its model's context "
+                    f"holds {limit}; shorten the prompt (leave room for the completion)"
+                )
+            budget = min(budget, limit - length)
+        return budget

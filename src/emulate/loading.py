@@ -1,0 +1,129 @@
+"""Loading models and tokenizers, and checking that all terms share one vocabulary.
+
+Composing distributions token by token only makes sense if id i means the same token in every
+model. Checkpoints often pad their embedding matrix beyond the tokenizer (32000 vs 32016 rows):
+those padding rows are ignored, and the composition runs over the shared tokenizer range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from emulate.errors import ModelLoadError, VocabularyMismatchError
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer; one instance is shared by every term that uses it."""
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: object
+
+    @property
+    def context_length(self) -> int | None:
+        config = self.model.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        generation_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        if isinstance(generation_eos, int):
+            ids.add(generation_eos)
+        elif generation_eos:
+            ids.update(int(i) for i in generation_eos)
+        return ids
+
+
+def load_model(source, name: str, device: str = "cpu", dtype=None) -> LoadedModel:
+    """Load `source`: a checkpoint path or hub id, a (model, tokenizer) pair, or a LoadedModel."""
+    if isinstance(source, LoadedModel):
+        return source
+    if isinstance(source, tuple) and len(source) == 2:
+        model, tokenizer = source
+    elif isinstance(source, PreTrainedModel):
+        model = source
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model.name_or_path)
+        except (OSError, ValueError):
+            raise ModelLoadError(
+                f"model {name!r} was given without a tokenizer and none is saved at "
+                f"{model.name_or_path!r}; pass a (model, tokenizer) pair"
+            ) from None
+    elif isinstance(source, (str, Path)):
+        path = str(source)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            kwargs = {"dtype": _torch_dtype(dtype)} if dtype is not None else {}
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"cannot load model {name!r} from {path!r}: {exc}. Give a directory with a "
+                "Hugging Face causal-LM checkpoint (config.json, weights, tokenizer files)."
+            ) from None
+    else:
+        raise ModelLoadError(
+            f"model {name!r} must be a checkpoint path, a model or a (model, tokenizer) pair, "
+            f"got {type(source).__name__}"
+        )
+    if dtype is not None:
+        model = model.to(_torch_dtype(dtype))
+    model = model.to(device).eval()
+    return LoadedModel(name=name, model=model, tokenizer=tokenizer)
+
+
+def _torch_dtype(dtype):
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+                "bfloat16": torch.bfloat16}[str(dtype)]
+    except KeyError:
+        raise ModelLoadError(
+            f"unknown dtype {dtype!r}; use float32, float64, float16 or bfloat16"
+        ) from None
+
+
+def shared_vocab_size(models: list[LoadedModel]) -> int:
+    """The vocabulary all models agree on; raise naming the first differing ids otherwise.
+
+    Ids beyond the shortest tokenizer (tokens added by a chat fine-tune) may appear in prompts
+    but are never sampled. Embedding rows beyond a tokenizer's length are padding and ignored.
+    """
+    sizes = {m.name: len(m.tokenizer) for m in models}
+    vocab = min(sizes.values())
+    reference = models[0]
+    reference_tokens = reference.tokenizer.convert_ids_to_tokens(list(range(vocab)))
+    for other in models[1:]:
+        if other.tokenizer is reference.tokenizer:
+            continue
+        tokens = other.tokenizer.convert_ids_to_tokens(list(range(vocab)))
+        differing = [i for i, (a, b) in enumerate(zip(reference_tokens, tokens)) if a != b]
+        if differing:
+            shown = ", ".join(
+                f"{i}: {reference_tokens[i]!r} vs {tokens[i]!r}" for i in differing[:5]
+            )
+            raise VocabularyMismatchError(
+                f"models {reference.name!r} and {other.name!r} do not share a vocabulary: "
+                f"{len(differing)} of the first {vocab} ids differ (first: {shown}). "
+                "Compose only models from one family with the same tokenizer."
+            )
+    for m in models:
+        rows = m.model.get_output_embeddings().weight.shape[0]
+        if rows < vocab:
+            raise VocabularyMismatchError(
+                f"model {m.name!r} predicts {rows} tokens but its tokenizer has {vocab}; "
+                "the checkpoint and its tokenizer do not belong together"
+            )
+    return vocab

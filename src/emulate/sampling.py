@@ -1,0 +1,129 @@
+"""Choosing the next token from a composed distribution: temperature, top-k, top-p, min-p.
+
+Each row of a batch carries its own parameters and its own random generator, so a request's
+output depends only on its own seed, not on what it was batched with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from emulate.errors import GenerationParamsError
+
+
+@dataclass
+class Plausibility:
+    """Conservative decoding: keep only tokens in one term's own top-p set (and min-p ratio).
+
+    The EFT paper restricts the composed distribution to tokens the large base model finds
+    plausible, which keeps the small models' delta from promoting nonsense.
+    """
+
+    term: str
+    top_p: float = 0.9
+    min_p: float = 0.0
+
+
+@dataclass
+class SamplingParams:
+    """Per-prompt decoding settings. temperature 0 means greedy."""
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    weights: dict[str, float] | None = None  # per-request override of formula weights
+    parameters: dict[str, float] | None = None  # per-request values of formula parameters
+    plausibility: Plausibility | None = None
+    ignore_eos: bool = False  # keep going past EOS (benchmarks measuring a fixed length)
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = list(self.stop or [])
+        check = GenerationParamsError
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise check(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise check(f"temperature must be >= 0 (0 is greedy), got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise check(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise check(f"top_k must be a non-negative integer (0 = off), got {self.top_k!r}")
+        if not 0 <= self.min_p < 1:
+            raise check(f"min_p must be in [0, 1), got {self.min_p!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise check("stop strings must be non-empty strings")
+        if self.plausibility is not None:
+            p = self.plausibility
+            if not 0 < p.top_p <= 1 or not 0 <= p.min_p < 1:
+                raise check("plausibility top_p must be in (0, 1] and min_p in [0, 1)")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def generator(self) -> torch.Generator:
+        generator = torch.Generator()
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(self.seed))
+        return generator
+
+
+def top_p_mask(logprobs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """True for tokens outside the smallest set whose probability reaches top_p (per row)."""
+    sorted_lp, order = logprobs.sort(dim=-1, descending=True)
+    cumulative = sorted_lp.exp().cumsum(dim=-1)
+    outside_sorted = (cumulative - sorted_lp.exp()) >= top_p[:, None]
+    return torch.zeros_like(outside_sorted).scatter(-1, order, outside_sorted)
+
+
+def min_p_mask(logprobs: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """True for tokens less likely than min_p times the most likely token (per row)."""
+    threshold = logprobs.amax(dim=-1, keepdim=True) + torch.log(min_p[:, None].clamp(min=1e-30))
+    return (logprobs < threshold) & (min_p[:, None] > 0)
+
+
+def filter_logprobs(logprobs: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """Apply each row's temperature and top-k/top-p/min-p filters; return renormalized log-probs.
+
+    Greedy rows are returned unchanged (their argmax does not depend on the filters).
+    """
+    temperature = torch.tensor([p.temperature or 1.0 for p in params], dtype=logprobs.dtype)
+    scaled = torch.log_softmax(logprobs / temperature[:, None].to(logprobs.device), dim=-1)
+    blocked = torch.zeros_like(scaled, dtype=torch.bool)
+    top_k = [p.top_k for p in params]
+    if any(top_k):
+        kth = scaled.sort(dim=-1, descending=True).values
+        for row, k in enumerate(top_k):
+            if 0 < k < scaled.shape[-1]:
+                blocked[row] |= scaled[row] < kth[row, k - 1]
+    top_p = torch.tensor([p.top_p for p in params], dtype=scaled.dtype, device=scaled.device)
+    if (top_p < 1).any():
+        blocked |= top_p_mask(scaled, top_p)
+    min_p = torch.tensor([p.min_p for p in params], dtype=scaled.dtype, device=scaled.device)
+    if (min_p > 0).any():
+        blocked |= min_p_mask(scaled, min_p)
+    return torch.log_softmax(scaled.masked_fill(blocked, float("-inf")), dim=-1)
+
+
+def choose_tokens(
+    logprobs: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]
+) -> torch.Tensor:
+    """One token per row: argmax for greedy rows, a draw from the filtered distribution otherwise."""
+    tokens = logprobs.argmax(dim=-1)
+    sampled_rows = [row for row, p in enumerate(params) if not p.greedy]
+    if sampled_rows:
+        filtered = filter_logprobs(logprobs[sampled_rows], [params[r] for r in sampled_rows])
+        probs = filtered.exp().cpu()
+        for i, row in enumerate(sampled_rows):
+            tokens[row] = torch.multinomial(probs[i], 1, generator=generators[row]).item()
+    return tokens

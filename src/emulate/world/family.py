@@ -1,0 +1,232 @@
+"""Builds, caches and loads the six-member model family of a world.
+
+``build_world`` writes ``world.json`` (people and splits), the shared tokenizer, and six Hugging
+Face checkpoints (``small_base``, ``large_base``, ``{small,large}_{helpful,harmless}``). A manifest
+holds a hash of the arguments and of the code that produced them, so a second build with the same
+arguments returns at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from emulate.world import corpus
+from emulate.world.facts import VALUES, World, make_world
+from emulate.world.tokenizer import train_tokenizer
+from emulate.world.train import (
+    ModelShape, Schedule, chat_example, document_example, new_model, train,
+)
+
+MEMBERS = ("small_base", "large_base", "small_helpful", "large_helpful", "small_harmless",
+           "large_harmless")
+_CODE = ("facts.py", "corpus.py", "tokenizer.py", "train.py", "family.py")
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    n_people: int
+    n_mentions: int  # mention-only documents per pre-training epoch
+    small: ModelShape
+    large: ModelShape
+    small_pretrain: Schedule
+    large_pretrain: Schedule
+    finetune: Schedule
+    replay: float  # pre-training documents mixed into fine-tuning, per chat example
+
+
+SIZES: dict[str, WorldSize] = {
+    "micro": WorldSize(
+        n_people=48, n_mentions=16,
+        small=ModelShape(48, 2, 4, 128), large=ModelShape(64, 2, 4, 192),
+        small_pretrain=Schedule(lr=1e-2, steps=250, batch=16, warmup=20),
+        large_pretrain=Schedule(lr=1e-2, steps=350, batch=16, warmup=20),
+        finetune=Schedule(lr=3e-3, steps=60, batch=16, warmup=10), replay=0.5,
+    ),
+    "default": WorldSize(
+        n_people=320, n_mentions=100,
+        small=ModelShape(96, 3, 4, 256), large=ModelShape(128, 4, 4, 384),
+        small_pretrain=Schedule(lr=5e-3, steps=1500, batch=32, warmup=50),
+        large_pretrain=Schedule(lr=5e-3, steps=2500, batch=32, warmup=50),
+        finetune=Schedule(lr=1e-3, steps=150, batch=32, warmup=10), replay=0.5,
+    ),
+}
+
+
+def default_world_dir(size: str = "default", seed: int = 0) -> Path:
+    """``$EMULATE_HOME/worlds/<size>-seed<seed>``, else ``~/.cache/emulate/worlds/...``."""
+    home = os.environ.get("EMULATE_HOME")
+    root = Path(home) if home else Path.home() / ".cache" / "emulate"
+    return root / "worlds" / f"{size}-seed{seed}"
+
+
+def build_key(size: str, seed: int, spec: WorldSize | None = None) -> str:
+    """Hash of the arguments, the size's settings and the code that trains the family."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    spec = spec or SIZES[size]
+    h.update(json.dumps({"size": size, "seed": seed, "spec": asdict(spec)}, sort_keys=True)
+             .encode())
+    for name in _CODE:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class WorldInfo:
+    """A built world: its facts and splits, and where each member's checkpoint lies."""
+
+    dir: Path
+    world: World
+    manifest: dict
+
+    @property
+    def members(self) -> dict[str, Path]:
+        return {m: self.dir / m for m in MEMBERS}
+
+
+def load_world(out_dir: str | Path) -> WorldInfo:
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{out_dir} holds no built world (no manifest.json); "
+                                f"run `emulate world build --out {out_dir}`")
+    return WorldInfo(out_dir, World.load(out_dir / "world.json"),
+                     json.loads(manifest_path.read_text()))
+
+
+def is_built(out_dir: Path, key: str) -> bool:
+    try:
+        info = load_world(out_dir)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return info.manifest.get("key") == key and all(
+        (p / "config.json").exists() for p in info.members.values())
+
+
+def build_world(out_dir: str | Path | None = None, size: str = "micro", seed: int = 0,
+                progress: bool = True, spec: WorldSize | None = None) -> Path:
+    """Build (or return the cached) world in ``out_dir``; returns the directory."""
+    if size not in SIZES and spec is None:
+        raise ValueError(f"unknown world size {size!r}; choose from {sorted(SIZES)}")
+    spec = spec or SIZES[size]
+    out_dir = Path(out_dir) if out_dir else default_world_dir(size, seed)
+    key = build_key(size, seed, spec)
+    if is_built(out_dir, key):
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, max(1, os.cpu_count() or 1)))
+    started = time.time()
+    world = make_world(spec.n_people, seed)
+    world.save(out_dir / "world.json")
+    bar = _Bars(progress)
+    with bar:
+        tokenizer = _tokenizer(world, spec, seed)
+        tokenizer.save_pretrained(out_dir / "tokenizer")
+        stats = {}
+        for member in MEMBERS:
+            size_name, kind = member.split("_")
+            shape = spec.small if size_name == "small" else spec.large
+            readers = (world.splits["small_read"] if size_name == "small"
+                       else [p.name for p in world.people])
+            pretrain_docs = _pretraining(world, readers, spec, tokenizer, seed, member)
+            if kind == "base":
+                schedule = spec.small_pretrain if size_name == "small" else spec.large_pretrain
+                model = new_model(shape, tokenizer, seed)
+                data = pretrain_docs
+            else:
+                schedule = spec.finetune
+                model = _load(out_dir / f"{size_name}_base")
+                data = _finetuning(world, kind, spec, tokenizer, pretrain_docs)
+            t0 = time.time()
+            task = bar.add(member, schedule.steps)
+            loss = train(model, data, schedule, seed, tokenizer.pad_token_id,
+                         on_step=lambda s, loss, task=task: bar.update(task, s, loss))
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            model.save_pretrained(out_dir / member)
+            tokenizer.save_pretrained(out_dir / member)
+            stats[member] = {"params": sum(p.numel() for p in model.parameters()),
+                             "final_loss": round(loss, 4), "seconds": round(time.time() - t0, 1)}
+    manifest = {"key": key, "size": size, "seed": seed, "spec": asdict(spec),
+                "members": list(MEMBERS), "vocab_size": len(tokenizer), "stats": stats,
+                "build_seconds": round(time.time() - started, 1)}
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    torch.set_num_threads(threads)
+    return out_dir
+
+
+def _tokenizer(world: World, spec: WorldSize, seed: int):
+    rng = random.Random(f"tokenizer-{seed}")
+    everyone = [p.name for p in world.people]
+    texts = []
+    for _ in range(2):
+        texts += corpus.pretraining_epoch(world, everyone, rng, spec.n_mentions)
+    for kind in ("helpful", "harmless"):
+        texts += [corpus.chat_prompt(q) + " " + a for q, a in corpus.finetune_examples(world, kind)]
+    words = everyone + [v for values in VALUES.values() for v in values]
+    texts += [" ".join(words)] * 2  # values no small world uses still get their own token
+    return train_tokenizer(texts, words)
+
+
+def _pretraining(world, readers, spec, tokenizer, seed, member):
+    """Epoch ``i`` -> freshly drawn documents (new paraphrases and orders every epoch)."""
+    base = member.split("_")[0] + "_base"
+
+    def epoch(i: int):
+        rng = random.Random(f"pretrain-{seed}-{base}-{i}")
+        docs = corpus.pretraining_epoch(world, readers, rng, spec.n_mentions)
+        return [document_example(tokenizer, d) for d in docs]
+    return epoch
+
+
+def _finetuning(world, kind, spec, tokenizer, pretrain_docs):
+    chats = [chat_example(tokenizer, q, a) for q, a in corpus.finetune_examples(world, kind)]
+
+    def epoch(i: int):
+        replay = pretrain_docs(10_000 + i)
+        n = min(len(replay), round(spec.replay * len(chats)))
+        return chats + replay[:n]
+    return epoch
+
+
+def _load(path: Path):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(path)
+
+
+class _Bars:
+    """Rich progress bars, or nothing when ``progress`` is false."""
+
+    def __init__(self, progress: bool):
+        self.progress = None
+        if progress:
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            )
+            self.progress = Progress(TextColumn("{task.description:<15}"), BarColumn(),
+                                     MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                                     TimeElapsedColumn())
+
+    def __enter__(self):
+        return (self.progress or nullcontext()).__enter__()
+
+    def __exit__(self, *exc):
+        return (self.progress or nullcontext()).__exit__(*exc)
+
+    def add(self, name: str, total: int):
+        return self.progress.add_task(name, total=total, loss="-") if self.progress else None
+
+    def update(self, task, step: int, loss: float):
+        if self.progress is not None:
+            self.progress.update(task, completed=step, loss=f"{loss:.3f}")

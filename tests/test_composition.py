@@ -1,0 +1,281 @@
+"""The engine against the slow, obviously-correct computation, on random tiny models."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from tiny_models import gpt2, llama, make_tokenizer, save
+
+from emulate import (
+    Composition,
+    FormulaError,
+    GenerationParamsError,
+    PromptTooLongError,
+    TemplateError,
+    VocabularyMismatchError,
+)
+
+PROMPTS = [
+    "The quick",
+    "Emulated fine-tuning combines a large base model",
+    "Où",
+    "Numbers 0123456789 and punctuation",
+    "The lazy dog jumps over the quick brown fox again and again",
+    "a",
+    "Ça coûte 5€. The quick brown",
+    "small model",
+    "fine-tuning delta",
+]
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    tokenizer = make_tokenizer()
+    vocab = len(tokenizer)
+    return {
+        "large": save(llama(vocab, hidden=64, layers=3, seed=1), tokenizer, root / "large"),
+        "small": save(llama(vocab, seed=2), tokenizer, root / "small"),
+        "chat": save(llama(vocab, seed=3), tokenizer, root / "chat"),
+        "g_base": save(gpt2(vocab, seed=4), tokenizer, root / "g_base"),
+        "g_chat": save(gpt2(vocab, seed=5), tokenizer, root / "g_chat"),
+        "padded": save(llama(vocab, seed=6, padded=16), tokenizer, root / "padded"),
+    }
+
+
+def reference_logprobs(composition: Composition, prompt, generated=()) -> torch.Tensor:
+    """Each term's full forward in float64, no cache, no padding; weighted sum; renormalized."""
+    total = 0
+    for term, weight in composition.weights.items():
+        model = copy.deepcopy(composition.loaded[composition.model_key(term)].model).double()
+        ids = composition.prompt_ids(term, prompt) + list(generated)
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1, : composition.vocab_size]
+        total = total + weight * torch.log_softmax(logits, -1)
+    return torch.log_softmax(total, -1)
+
+
+def upscaled(family, **kwargs) -> Composition:
+    return Composition(
+        "large + 1.0*(chat - small)",
+        {"large": family["large"], "chat": family["chat"], "small": family["small"]},
+        templates={"chat": "chat"},
+        **kwargs,
+    )
+
+
+def test_composed_logprobs_match_float64_reference(family):
+    composition = upscaled(family)
+    got = composition.next_token_logprobs(PROMPTS)
+    assert got.shape == (len(PROMPTS), composition.vocab_size)
+    for row, prompt in enumerate(PROMPTS):
+        expected = reference_logprobs(composition, prompt)
+        assert (got[row].double() - expected).abs().max() < 1e-4
+
+
+def test_cached_steps_match_float64_reference_gpt2(family):
+    composition = Composition(
+        "1.5*g_base - 0.5*g_chat", {"g_base": family["g_base"], "g_chat": family["g_chat"]},
+        templates={"g_chat": "Question: {prompt}\nAnswer:"},
+    )
+    decoder = composition.decoder(PROMPTS[:4], composition.sampling_params(PROMPTS[:4], seed=0))
+    for _ in range(5):
+        got = decoder.composed_logprobs()
+        for pos, row in enumerate(decoder.rows):
+            generated = decoder.assemblers[row].token_ids
+            expected = reference_logprobs(composition, PROMPTS[row], generated)
+            assert (got[pos].double() - expected).abs().max() < 1e-4
+        decoder.step()
+
+
+@pytest.mark.parametrize("name", ["large", "g_base"])
+def test_one_term_reproduces_hf_greedy(family, name):
+    composition = Composition(name, {name: family[name]})
+    model, tokenizer = composition.loaded[name].model, composition.tokenizer
+    for prompt in PROMPTS[:5]:
+        ids = tokenizer(prompt, return_tensors="pt")
+        expected = model.generate(
+            **ids, max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=None
+        )[0, ids["input_ids"].shape[1] :]
+        got = composition.complete([prompt], max_new_tokens=12, temperature=0)[0].token_ids
+        assert got == expected.tolist()[: len(got)]
+        assert len(got) == len(expected) or got[-1] in composition.eos_token_ids
+
+
+def gpt2_disaligned(family) -> Composition:
+    return Composition(
+        "1.5*g_base - 0.5*g_chat", {"g_base": family["g_base"], "g_chat": family["g_chat"]},
+        templates={"g_chat": "chat"},
+    )
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("build", [upscaled, gpt2_disaligned])
+def test_batched_equals_one_at_a_time(family, temperature, build):
+    composition = build(family)
+    batched = composition.complete(PROMPTS, max_new_tokens=10, temperature=temperature, seed=7)
+    for row, prompt in enumerate(PROMPTS):
+        single = composition.complete(
+            [prompt], max_new_tokens=10, temperature=temperature, seed=7 + row
+        )[0]
+        assert single.token_ids == batched[row].token_ids, prompt
+
+
+def test_seed_reproduces_sampling_and_other_seeds_differ(family):
+    composition = upscaled(family)
+    first = composition.generate(PROMPTS[:3], max_new_tokens=12, seed=11)
+    assert composition.generate(PROMPTS[:3], max_new_tokens=12, seed=11) == first
+    assert composition.generate(PROMPTS[:3], max_new_tokens=12, seed=12) != first
+
+
+def test_stream_deltas_concatenate_to_generate(family):
+    composition = upscaled(family)
+    texts = composition.generate(PROMPTS[:4], max_new_tokens=15, temperature=0)
+    pieces = ["" for _ in PROMPTS[:4]]
+    finished = {}
+    for delta in composition.stream(PROMPTS[:4], max_new_tokens=15, temperature=0):
+        assert delta.index not in finished, "nothing follows a prompt's final delta"
+        pieces[delta.index] += delta.text
+        if delta.finish_reason:
+            finished[delta.index] = delta.finish_reason
+    assert pieces == texts
+    assert set(finished) == {0, 1, 2, 3}
+
+
+def test_stop_string_and_length(family):
+    composition = upscaled(family)
+    full = composition.complete(["The quick"], max_new_tokens=12, temperature=0)[0]
+    assert full.finish_reason == "length" and len(full.token_ids) == 12
+    stop = full.text[3:6]
+    cut = composition.complete(["The quick"], max_new_tokens=12, temperature=0, stop=[stop])[0]
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.index(stop)]
+
+
+def test_eos_ends_a_row(family):
+    composition = upscaled(family)
+    eos = next(iter(composition.eos_token_ids))
+    # Force EOS by forbidding every other token through a huge weight on a one-hot-ish bias.
+    decoder = composition.decoder(["The quick"], composition.sampling_params(["The quick"]))
+    delta = decoder.accept(0, eos)
+    assert delta.finish_reason == "stop" and decoder.completion(0).text == ""
+
+
+def test_finished_rows_leave_the_batch(family):
+    composition = upscaled(family)
+    prompts = ["The quick", "small model", "Où"]
+    params = composition.sampling_params(prompts, temperature=0, max_new_tokens=20)
+    params[1].max_new_tokens = 2
+    decoder = composition.decoder(prompts, params)
+    decoder.step(), decoder.step()
+    assert decoder.rows == [0, 2]
+    assert all(batch.rows == 2 * len(terms) for batch, terms in
+               zip(decoder.batches.values(), decoder.groups.values()))
+    decoder.cancel(0)
+    deltas = decoder.step()
+    assert any(d.index == 0 and d.finish_reason == "cancelled" for d in deltas)
+    assert decoder.rows == [2]
+
+
+def test_terms_sharing_a_checkpoint_load_it_once(family):
+    composition = Composition(
+        "2*base_chat - base", {"base": family["small"], "base_chat": family["small"]},
+        templates={"base_chat": "chat"},
+    )
+    assert len(composition.loaded) == 1
+    decoder = composition.decoder(["hi"], composition.sampling_params(["hi"]))
+    assert list(decoder.batches) and next(iter(decoder.batches.values())).rows == 2
+    expected = reference_logprobs(composition, "hi")
+    assert (decoder.composed_logprobs()[0].double() - expected).abs().max() < 1e-4
+
+
+def test_padded_embedding_rows_are_ignored(family):
+    composition = Composition("large + padded - small", {k: family[k] for k in
+                                                         ("large", "padded", "small")})
+    assert composition.vocab_size == len(composition.tokenizer)
+    assert composition.next_token_logprobs(["The quick"]).shape[-1] == composition.vocab_size
+
+
+def test_plausibility_filter_keeps_the_terms_top_p_set(family):
+    composition = upscaled(family)
+    own = Composition("large", {"large": family["large"]})
+    prompts = ["The quick"] * 30
+    large_lp = own.next_token_logprobs(["The quick"])[0]
+    order = large_lp.argsort(descending=True)
+    mass = large_lp.exp()[order].cumsum(0)
+    allowed = set(order[: int((mass < 0.5).sum()) + 1].tolist())
+    completions = composition.complete(
+        prompts, max_new_tokens=1, seed=0, plausibility={"term": "large", "top_p": 0.5}
+    )
+    assert {c.token_ids[0] for c in completions} <= allowed
+
+
+def test_weight_and_parameter_overrides(family):
+    composition = Composition(
+        "large + beta*(chat - small)",
+        {"large": family["large"], "chat": family["chat"], "small": family["small"]},
+        parameters={"beta": 1.0},
+    )
+    base = composition.generate(PROMPTS[:3], max_new_tokens=8, temperature=0)
+    only_large = composition.generate(
+        PROMPTS[:3], max_new_tokens=8, temperature=0, parameters={"beta": 0.0}
+    )
+    plain = Composition("large", {"large": family["large"]})
+    assert only_large == plain.generate(PROMPTS[:3], max_new_tokens=8, temperature=0)
+    assert only_large != base
+    with pytest.raises(GenerationParamsError, match="unknown term 'nope'"):
+        composition.generate(["x"], weights={"nope": 1.0})
+    with pytest.raises(GenerationParamsError, match="unknown parameter"):
+        composition.generate(["x"], parameters={"gamma": 1.0})
+
+
+def test_vocabulary_mismatch_names_models_and_ids(family, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel()
+    raw.train_from_iterator(["completely different text " * 50],
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<x>"]))
+    other = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<x>")
+    path = save(llama(len(other), seed=9), other, tmp_path / "other")
+    with pytest.raises(VocabularyMismatchError, match=r"'large' and 'other'.*first: \d+"):
+        Composition("large - other", {"large": family["large"], "other": path})
+
+
+def test_bad_inputs_raise_clear_errors(family):
+    models = {"large": family["large"], "small": family["small"]}
+    with pytest.raises(FormulaError, match="unknown term 'smal'"):
+        Composition("large - smal", models)
+    with pytest.raises(TemplateError, match="name no model"):
+        Composition("large", models, templates={"chatty": "chat"})
+    with pytest.raises(TemplateError, match="neither 'plain', 'chat'"):
+        Composition("large", models, templates={"large": "Q: {question}"})
+    composition = Composition("large - 0.5*small", models)
+    with pytest.raises(PromptTooLongError, match="context holds 128"):
+        composition.generate(["fox " * 200])
+    for bad in [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(top_k=-2),
+                dict(max_new_tokens=0), dict(min_p=1.0)]:
+        with pytest.raises(GenerationParamsError):
+            composition.generate(["x"], **bad)
+    with pytest.raises(GenerationParamsError, match="no prompts"):
+        composition.generate([])
+
+
+def test_chat_template_required_for_chat_terms(family, tmp_path):
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = None
+    path = save(llama(len(tokenizer), seed=1), tokenizer, tmp_path / "nochat")
+    composition = Composition("m", {"m": path}, templates={"m": "chat"})
+    with pytest.raises(TemplateError, match="has no chat template"):
+        composition.generate(["hi"])
+
+
+def test_model_objects_are_accepted(family):
+    composition = upscaled(family)
+    objects = {t: (composition.loaded[t].model, composition.tokenizer) for t in composition.loaded}
+    again = Composition(composition.formula, objects, templates={"chat": "chat"})
+    assert torch.equal(again.next_token_logprobs(PROMPTS[:2]),
+                       composition.next_token_logprobs(PROMPTS[:2]))
