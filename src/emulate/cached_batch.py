@@ -7,7 +7,7 @@ position ids start every row at 0, so a row's logits do not depend on what it is
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, DynamicLayer
 
 
 class CachedBatch:
@@ -59,9 +59,11 @@ class CachedBatch:
         valid = valid.to(self.device, torch.long)
         positions = self.next_position[:, None] + valid.cumsum(-1) - valid
         self.attention_mask = torch.cat([self.attention_mask, valid], dim=-1)
+        # Without padding or holes the causal mask is implied: skip building it every step.
+        mask = None if bool(self.attention_mask.all()) else self.attention_mask
         out = self.model(
-            input_ids=tokens, attention_mask=self.attention_mask, position_ids=positions,
-            cache=self.cache, use_cache=True,
+            input_ids=tokens, attention_mask=mask, position_ids=positions, cache=self.cache,
+            use_cache=True,
         )
         self.cache = out.cache
         self.next_position = self.next_position + valid.sum(-1)
@@ -73,6 +75,39 @@ class CachedBatch:
         self.cache.batch_select_indices(rows)
         self.attention_mask = self.attention_mask[rows]
         self.next_position = self.next_position[rows]
+
+    def merge(self, other: CachedBatch, order: torch.Tensor) -> None:
+        """Take in `other`'s rows (continuous batching): rows become `cat(self, other)[order]`.
+
+        The shorter past is left-padded with masked positions, so each row keeps its own
+        positions and logits; columns no row uses any more are dropped. Plain dynamic caches
+        only (a sliding-window layer keeps its own bookkeeping): ValueError otherwise.
+        """
+        layers = list(self.cache.layers) + list(other.cache.layers)
+        if any(type(layer) is not DynamicLayer for layer in layers):
+            raise ValueError("only caches of plain DynamicLayers can be merged")
+        length = max(self.attention_mask.shape[1], other.attention_mask.shape[1])
+
+        def padded(batch: CachedBatch, tensor: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = length - batch.attention_mask.shape[1]
+            if not missing:
+                return tensor
+            shape = list(tensor.shape)
+            shape[dim] = missing
+            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+        order = order.to(self.device)
+        mask = torch.cat([padded(self, self.attention_mask, 1),
+                          padded(other, other.attention_mask, 1)])[order]
+        first = int(mask.any(dim=0).to(torch.int8).argmax())  # leading columns all rows ignore
+        data = [
+            tuple(torch.cat([padded(self, a, 2), padded(other, b, 2)])[order][:, :, first:]
+                  for a, b in ((mine.keys, theirs.keys), (mine.values, theirs.values)))
+            for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True)
+        ]
+        self.cache = DynamicCache(ddp_cache_data=data)
+        self.attention_mask = mask[:, first:]
+        self.next_position = torch.cat([self.next_position, other.next_position])[order]
 
     def rewind(self, n: int) -> None:
         """Forget the last `n` cached positions of every row (rejected speculative tokens)."""

@@ -71,6 +71,12 @@ def generate(
     device: str = "cpu",
     dtype: str | None = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per completion.")] = False,
+    speculative: Annotated[bool, typer.Option(
+        help="Exact speculative decoding: a small term drafts, the formula verifies.")] = False,
+    draft: Annotated[str | None, typer.Option(
+        help="Draft term or formula (implies --speculative; default: small tuned term).")] = None,
+    k: Annotated[int | None, typer.Option(
+        "--k", help="Draft tokens per round to start from (implies --speculative).")] = None,
 ):
     """Complete PROMPTS by sampling from a formula over models."""
     from emulate.composition import Composition
@@ -93,6 +99,7 @@ def generate(
         completions = composition.complete(
             prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
             top_k=top_k, min_p=min_p, seed=seed, stop=stop, plausibility=filter_,
+            speculative={"draft": draft, "k": k} if speculative or draft or k else None,
         )
     except EmulateError as error:
         fail(error)
@@ -105,3 +112,17 @@ def generate(
             sys.stdout.write(json.dumps(record) + "\n")
         else:
             sys.stdout.write(completion.text + "\n")
+
+from emulate.server.commands import serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
+
+from emulate.world.commands import demo_command, eval_command, world_app  # noqa: E402
+
+app.add_typer(world_app, name="world")
+app.command("eval")(eval_command)
+app.command("demo")(demo_command)
+from emulate.knobs_commands import audit_command, sweep_command  # noqa: E402
+
+app.command("sweep")(sweep_command)
+app.command("audit")(audit_command)

@@ -20,6 +20,7 @@ from emulate.errors import FormulaError, GenerationParamsError, TemplateError
 from emulate.formula import parse_formula
 from emulate.loading import LoadedModel, load_model, shared_vocab_size
 from emulate.sampling import Plausibility, SamplingParams
+from emulate.speculative import SpeculativeDecoder, speculative_options
 from emulate.templates import Prompt, Template
 
 
@@ -118,11 +119,17 @@ class Composition:
             for i in range(len(prompts))
         ]
 
-    def decoder(self, prompts: list[Prompt], params: list[SamplingParams]) -> Decoder:
+    def decoder(
+        self, prompts: list[Prompt], params: list[SamplingParams], speculative=None
+    ) -> Decoder:
+        """speculative=True or {"draft": TERM or FORMULA, "k": K}: exact speculative decoding."""
         if not prompts:
             raise GenerationParamsError("no prompts given")
         if len(params) != len(prompts):
             raise GenerationParamsError("give one SamplingParams per prompt")
+        if speculative is not None and speculative is not False:
+            options = speculative_options(speculative)
+            return SpeculativeDecoder(self, list(prompts), params, **options)
         return Decoder(self, list(prompts), params)
 
     @torch.inference_mode()
@@ -131,17 +138,17 @@ class Composition:
         decoder = self.decoder(prompts, self.sampling_params(prompts))
         return decoder.composed_logprobs()
 
-    def stream(self, prompts: list[Prompt], **kwargs) -> Iterator[Delta]:
+    def stream(self, prompts: list[Prompt], speculative=None, **kwargs) -> Iterator[Delta]:
         """Yield text deltas as they are decoded; each prompt's last delta has a finish_reason."""
-        decoder = self.decoder(prompts, self.sampling_params(prompts, **kwargs))
+        decoder = self.decoder(prompts, self.sampling_params(prompts, **kwargs), speculative)
         while not decoder.done:
             for delta in decoder.step():
                 if delta.text or delta.finish_reason:
                     yield delta
 
-    def complete(self, prompts: list[Prompt], **kwargs) -> list[Completion]:
+    def complete(self, prompts: list[Prompt], speculative=None, **kwargs) -> list[Completion]:
         """Decode every prompt to the end; return texts, token ids and finish reasons."""
-        decoder = self.decoder(prompts, self.sampling_params(prompts, **kwargs))
+        decoder = self.decoder(prompts, self.sampling_params(prompts, **kwargs), speculative)
         while not decoder.done:
             decoder.step()
         return [decoder.completion(i) for i in range(len(prompts))]

@@ -41,7 +41,8 @@ class Completion:
 class Decoder:
     """One batch of prompts decoded in lockstep through every term of a composition."""
 
-    def __init__(self, composition, prompts: list[Prompt], params: list[SamplingParams]):
+    def __init__(self, composition, prompts: list[Prompt], params: list[SamplingParams],
+                 extra_terms=()):
         self.composition = composition
         self.params = params
         self.generators = [p.generator() for p in params]
@@ -49,7 +50,7 @@ class Decoder:
         watched = {p.plausibility.term for p in params if p.plausibility is not None}
         self.terms = [
             t for t in composition.term_names
-            if t in watched or any(w[t] != 0 for w in row_weights)
+            if t in watched or t in extra_terms or any(w[t] != 0 for w in row_weights)
         ]
         self.weights = torch.tensor([[w[t] for t in self.terms] for w in row_weights])
         self.assemblers = [TextAssembler(composition.tokenizer, p.stop) for p in params]
@@ -63,13 +64,17 @@ class Decoder:
         for t in self.terms:
             self.groups.setdefault(composition.model_key(t), []).append(t)
         self.batches = {
-            key: CachedBatch(composition.loaded[key].model, composition.vocab_size)
+            key: CachedBatch(self.model_for(key), composition.vocab_size)
             for key in self.groups
         }
         self.logits: dict[str, torch.Tensor] = {}
         for key, terms in self.groups.items():
             sequences = [ids for t in terms for ids in prompt_ids[t]]
             self._store(key, self.batches[key].prefill(sequences))
+
+    def model_for(self, key: str):
+        """What runs model `key`'s forwards (a subclass may substitute an equivalent one)."""
+        return self.composition.loaded[key].model
 
     @property
     def done(self) -> bool:
@@ -79,6 +84,33 @@ class Decoder:
         """Stop decoding prompt `index`; its rows leave the batch before the next forward."""
         if index in self.rows:
             self._cancelled.add(index)
+
+    def can_merge(self, other: Decoder) -> bool:
+        return (type(self) is Decoder and type(other) is Decoder and bool(self.rows)
+                and other.composition is self.composition and other.terms == self.terms)
+
+    def merge(self, other: Decoder) -> int:
+        """Take over `other`'s running rows, so one forward per step serves both (continuous
+        batching). Call between steps. Returns the offset: other's prompt i is now prompt
+        offset + i here. Both must be plain Decoders over the same composition and terms."""
+        if not self.can_merge(other):
+            raise ValueError("merge needs plain Decoders of one composition with the same terms")
+        offset, mine, theirs = len(self.params), len(self.rows), len(other.rows)
+        for key, terms in self.groups.items():  # a model's rows are blocks, one per term
+            n, order = len(terms), []
+            for j in range(n):
+                order += [j * mine + p for p in range(mine)]
+                order += [n * mine + j * theirs + q for q in range(theirs)]
+            self.batches[key].merge(other.batches[key], torch.tensor(order))
+        for t in self.terms:
+            self.logits[t] = torch.cat([self.logits[t], other.logits[t]])
+        for name in ("params", "generators", "assemblers", "finish_reasons", "prompt_tokens",
+                     "budget"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.weights = torch.cat([self.weights, other.weights])
+        self.rows += [offset + i for i in other.rows]
+        self._cancelled |= {offset + i for i in other._cancelled}
+        return offset
 
     def composed_logprobs(self) -> torch.Tensor:
         """The composed next-token log-distribution of the running rows, (rows, vocab)."""

@@ -84,13 +84,19 @@ class World:
         return {p.name: p for p in self.people}
 
     def to_json(self) -> dict:
-        return {"seed": self.seed, "people": [asdict(p) for p in self.people],
-                "splits": self.splits}
+        return {
+            "seed": self.seed,
+            "people": [asdict(p) for p in self.people],
+            "splits": self.splits,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> World:
-        return cls(seed=data["seed"], people=[Person(**p) for p in data["people"]],
-                   splits={k: list(v) for k, v in data["splits"].items()})
+        return cls(
+            seed=data["seed"],
+            people=[Person(**p) for p in data["people"]],
+            splits={k: list(v) for k, v in data["splits"].items()},
+        )
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=1))
@@ -116,8 +122,9 @@ def make_names(n: int, rng: random.Random) -> list[str]:
     return names
 
 
-def make_world(n_people: int, seed: int, small_fraction: float = 0.5,
-               qa_fraction: float = 0.4) -> World:
+def make_world(
+    n_people: int, seed: int, small_fraction: float = 0.5, qa_fraction: float = 0.4
+) -> World:
     """Draw people and split them.
 
     Splits: ``small_read`` (facts read by both bases), ``large_only`` (facts read by the large
@@ -128,8 +135,7 @@ def make_world(n_people: int, seed: int, small_fraction: float = 0.5,
     rng = random.Random(f"world-{seed}")
     names = make_names(n_people, rng)
     people = [
-        Person(name=name, **{a: rng.choice(VALUES[a]) for a in ALL_ATTRIBUTES})
-        for name in names
+        Person(name=name, **{a: rng.choice(VALUES[a]) for a in ALL_ATTRIBUTES}) for name in names
     ]
     n_small = round(n_people * small_fraction)
     n_qa = round(n_small * qa_fraction)

@@ -23,11 +23,31 @@ from emulate.world import corpus
 from emulate.world.facts import VALUES, World, make_world
 from emulate.world.tokenizer import train_tokenizer
 from emulate.world.train import (
-    ModelShape, Schedule, chat_example, document_example, new_model, train,
+    ModelShape,
+    Schedule,
+    chat_example,
+    document_example,
+    new_model,
+    train,
 )
 
-MEMBERS = ("small_base", "large_base", "small_helpful", "large_helpful", "small_harmless",
-           "large_harmless")
+MEMBERS = (
+    "small_base",
+    "large_base",
+    "small_helpful",
+    "large_helpful",
+    "small_harmless",
+    "large_harmless",
+)
+# Small members first, so that a build in progress can already be looked at.
+BUILD_ORDER = (
+    "small_base",
+    "small_helpful",
+    "small_harmless",
+    "large_base",
+    "large_helpful",
+    "large_harmless",
+)
 _CODE = ("facts.py", "corpus.py", "tokenizer.py", "train.py", "family.py")
 
 
@@ -45,18 +65,24 @@ class WorldSize:
 
 SIZES: dict[str, WorldSize] = {
     "micro": WorldSize(
-        n_people=48, n_mentions=16,
-        small=ModelShape(48, 2, 4, 128), large=ModelShape(64, 2, 4, 192),
+        n_people=48,
+        n_mentions=16,
+        small=ModelShape(48, 2, 4, 128),
+        large=ModelShape(64, 2, 4, 192),
         small_pretrain=Schedule(lr=1e-2, steps=250, batch=16, warmup=20),
         large_pretrain=Schedule(lr=1e-2, steps=350, batch=16, warmup=20),
-        finetune=Schedule(lr=3e-3, steps=60, batch=16, warmup=10), replay=0.5,
+        finetune=Schedule(lr=3e-3, steps=60, batch=16, warmup=10),
+        replay=0.5,
     ),
     "default": WorldSize(
-        n_people=320, n_mentions=100,
-        small=ModelShape(96, 3, 4, 256), large=ModelShape(128, 4, 4, 384),
+        n_people=320,
+        n_mentions=100,
+        small=ModelShape(96, 3, 4, 256),
+        large=ModelShape(128, 4, 4, 384),
         small_pretrain=Schedule(lr=5e-3, steps=1500, batch=32, warmup=50),
         large_pretrain=Schedule(lr=5e-3, steps=2500, batch=32, warmup=50),
-        finetune=Schedule(lr=1e-3, steps=150, batch=32, warmup=10), replay=0.5,
+        finetune=Schedule(lr=1e-3, steps=150, batch=32, warmup=10),
+        replay=0.5,
     ),
 }
 
@@ -73,8 +99,9 @@ def build_key(size: str, seed: int, spec: WorldSize | None = None) -> str:
     here = Path(__file__).parent
     h = hashlib.sha256()
     spec = spec or SIZES[size]
-    h.update(json.dumps({"size": size, "seed": seed, "spec": asdict(spec)}, sort_keys=True)
-             .encode())
+    h.update(
+        json.dumps({"size": size, "seed": seed, "spec": asdict(spec)}, sort_keys=True).encode()
+    )
     for name in _CODE:
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
@@ -97,10 +124,13 @@ def load_world(out_dir: str | Path) -> WorldInfo:
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.exists():
-        raise FileNotFoundError(f"{out_dir} holds no built world (no manifest.json); "
-                                f"run `emulate world build --out {out_dir}`")
-    return WorldInfo(out_dir, World.load(out_dir / "world.json"),
-                     json.loads(manifest_path.read_text()))
+        raise FileNotFoundError(
+            f"{out_dir} holds no built world (no manifest.json); "
+            f"run `emulate world build --out {out_dir}`"
+        )
+    return WorldInfo(
+        out_dir, World.load(out_dir / "world.json"), json.loads(manifest_path.read_text())
+    )
 
 
 def is_built(out_dir: Path, key: str) -> bool:
@@ -109,11 +139,17 @@ def is_built(out_dir: Path, key: str) -> bool:
     except (FileNotFoundError, json.JSONDecodeError):
         return False
     return info.manifest.get("key") == key and all(
-        (p / "config.json").exists() for p in info.members.values())
+        (p / "config.json").exists() for p in info.members.values()
+    )
 
 
-def build_world(out_dir: str | Path | None = None, size: str = "micro", seed: int = 0,
-                progress: bool = True, spec: WorldSize | None = None) -> Path:
+def build_world(
+    out_dir: str | Path | None = None,
+    size: str = "micro",
+    seed: int = 0,
+    progress: bool = True,
+    spec: WorldSize | None = None,
+) -> Path:
     """Build (or return the cached) world in ``out_dir``; returns the directory."""
     if size not in SIZES and spec is None:
         raise ValueError(f"unknown world size {size!r}; choose from {sorted(SIZES)}")
@@ -125,7 +161,9 @@ def build_world(out_dir: str | Path | None = None, size: str = "micro", seed: in
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "manifest.json").unlink(missing_ok=True)
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, max(1, os.cpu_count() or 1)))
+    # One thread: on a shared 2-core machine, two OpenMP threads per process run up to 10x
+    # slower than one (measured), and a fixed count keeps the arithmetic reproducible.
+    torch.set_num_threads(1)
     started = time.time()
     world = make_world(spec.n_people, seed)
     world.save(out_dir / "world.json")
@@ -134,11 +172,14 @@ def build_world(out_dir: str | Path | None = None, size: str = "micro", seed: in
         tokenizer = _tokenizer(world, spec, seed)
         tokenizer.save_pretrained(out_dir / "tokenizer")
         stats = {}
-        for member in MEMBERS:
+        for member in BUILD_ORDER:
             size_name, kind = member.split("_")
             shape = spec.small if size_name == "small" else spec.large
-            readers = (world.splits["small_read"] if size_name == "small"
-                       else [p.name for p in world.people])
+            readers = (
+                world.splits["small_read"]
+                if size_name == "small"
+                else [p.name for p in world.people]
+            )
             pretrain_docs = _pretraining(world, readers, spec, tokenizer, seed, member)
             if kind == "base":
                 schedule = spec.small_pretrain if size_name == "small" else spec.large_pretrain
@@ -150,17 +191,33 @@ def build_world(out_dir: str | Path | None = None, size: str = "micro", seed: in
                 data = _finetuning(world, kind, spec, tokenizer, pretrain_docs)
             t0 = time.time()
             task = bar.add(member, schedule.steps)
-            loss = train(model, data, schedule, seed, tokenizer.pad_token_id,
-                         on_step=lambda s, loss, task=task: bar.update(task, s, loss))
+            loss = train(
+                model,
+                data,
+                schedule,
+                seed,
+                tokenizer.pad_token_id,
+                on_step=lambda s, loss, task=task: bar.update(task, s, loss),
+            )
             model.generation_config.eos_token_id = tokenizer.eos_token_id
             model.generation_config.pad_token_id = tokenizer.pad_token_id
             model.save_pretrained(out_dir / member)
             tokenizer.save_pretrained(out_dir / member)
-            stats[member] = {"params": sum(p.numel() for p in model.parameters()),
-                             "final_loss": round(loss, 4), "seconds": round(time.time() - t0, 1)}
-    manifest = {"key": key, "size": size, "seed": seed, "spec": asdict(spec),
-                "members": list(MEMBERS), "vocab_size": len(tokenizer), "stats": stats,
-                "build_seconds": round(time.time() - started, 1)}
+            stats[member] = {
+                "params": sum(p.numel() for p in model.parameters()),
+                "final_loss": round(loss, 4),
+                "seconds": round(time.time() - t0, 1),
+            }
+    manifest = {
+        "key": key,
+        "size": size,
+        "seed": seed,
+        "spec": asdict(spec),
+        "members": list(MEMBERS),
+        "vocab_size": len(tokenizer),
+        "stats": stats,
+        "build_seconds": round(time.time() - started, 1),
+    }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     torch.set_num_threads(threads)
     return out_dir
@@ -187,6 +244,7 @@ def _pretraining(world, readers, spec, tokenizer, seed, member):
         rng = random.Random(f"pretrain-{seed}-{base}-{i}")
         docs = corpus.pretraining_epoch(world, readers, rng, spec.n_mentions)
         return [document_example(tokenizer, d) for d in docs]
+
     return epoch
 
 
@@ -197,11 +255,13 @@ def _finetuning(world, kind, spec, tokenizer, pretrain_docs):
         replay = pretrain_docs(10_000 + i)
         n = min(len(replay), round(spec.replay * len(chats)))
         return chats + replay[:n]
+
     return epoch
 
 
 def _load(path: Path):
     from transformers import AutoModelForCausalLM
+
     return AutoModelForCausalLM.from_pretrained(path)
 
 
@@ -212,11 +272,20 @@ class _Bars:
         self.progress = None
         if progress:
             from rich.progress import (
-                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
             )
-            self.progress = Progress(TextColumn("{task.description:<15}"), BarColumn(),
-                                     MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                                     TimeElapsedColumn())
+
+            self.progress = Progress(
+                TextColumn("{task.description:<15}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TimeElapsedColumn(),
+            )
 
     def __enter__(self):
         return (self.progress or nullcontext()).__enter__()

@@ -26,19 +26,24 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], words: Iterable[str],
-                    vocab_cap: int = 8192) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], words: Iterable[str], vocab_cap: int = 8192
+) -> PreTrainedTokenizerFast:
     """Train on ``texts`` and check that every word in ``words`` is one token after a space."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_cap, min_frequency=2, special_tokens=[EOS, PAD],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_cap,
+        min_frequency=2,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD,
-                                     padding_side="left")
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, padding_side="left"
+    )
     wrapped.chat_template = CHAT_TEMPLATE
     multi = [w for w in words if len(wrapped.encode(" " + w, add_special_tokens=False)) != 1]
     if multi:

@@ -27,11 +27,18 @@ class ModelShape:
 
     def config(self, tokenizer, max_len: int = 160) -> LlamaConfig:
         return LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=self.hidden, intermediate_size=self.ffn,
-            num_hidden_layers=self.layers, num_attention_heads=self.heads,
-            num_key_value_heads=self.heads, max_position_embeddings=max_len,
-            tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, bos_token_id=None, rope_theta=10000.0,
+            vocab_size=len(tokenizer),
+            hidden_size=self.hidden,
+            intermediate_size=self.ffn,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            num_key_value_heads=self.heads,
+            max_position_embeddings=max_len,
+            tie_word_embeddings=True,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=None,
+            rope_theta=10000.0,
         )
 
 
@@ -53,22 +60,24 @@ def document_example(tokenizer, text: str) -> Example:
 def chat_example(tokenizer, user: str, reply: str) -> Example:
     """Prompt rendered by the chat template (no loss), then the reply and EOS (loss)."""
     prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+    )
     p = tokenizer.encode(prompt, add_special_tokens=False)
     r = tokenizer.encode(" " + reply, add_special_tokens=False) + [tokenizer.eos_token_id]
     return p + r, [IGNORE] * len(p) + r
 
 
-def batches(examples: list[Example], batch: int, rng: random.Random,
-            pad_id: int) -> Iterator[tuple[torch.Tensor, ...]]:
+def batches(
+    examples: list[Example], batch: int, rng: random.Random, pad_id: int
+) -> Iterator[tuple[torch.Tensor, ...]]:
     """Shuffle, group rows of similar length, right-pad; yields (ids, mask, labels)."""
     order = list(range(len(examples)))
     rng.shuffle(order)
     chunk = batch * 16
     groups = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: len(examples[i][0]))
-        groups += [part[j:j + batch] for j in range(0, len(part), batch)]
+        part = sorted(order[start : start + chunk], key=lambda i: len(examples[i][0]))
+        groups += [part[j : j + batch] for j in range(0, len(part), batch)]
     rng.shuffle(groups)
     for group in groups:
         width = max(len(examples[i][0]) for i in group)
@@ -77,9 +86,9 @@ def batches(examples: list[Example], batch: int, rng: random.Random,
         mask = torch.zeros((len(group), width), dtype=torch.long)
         for row, i in enumerate(group):
             x, y = examples[i]
-            ids[row, :len(x)] = torch.tensor(x)
-            labels[row, :len(y)] = torch.tensor(y)
-            mask[row, :len(x)] = 1
+            ids[row, : len(x)] = torch.tensor(x)
+            labels[row, : len(y)] = torch.tensor(y)
+            mask[row, : len(x)] = 1
         yield ids, mask, labels
 
 
@@ -91,8 +100,14 @@ def learning_rate(step: int, s: Schedule) -> float:
     return s.lr * (s.final_lr_fraction + (1 - s.final_lr_fraction) * cosine)
 
 
-def train(model: LlamaForCausalLM, epochs: Callable[[int], list[Example]], schedule: Schedule,
-          seed: int, pad_id: int, on_step: Callable[[int, float], None] | None = None) -> float:
+def train(
+    model: LlamaForCausalLM,
+    epochs: Callable[[int], list[Example]],
+    schedule: Schedule,
+    seed: int,
+    pad_id: int,
+    on_step: Callable[[int, float], None] | None = None,
+) -> float:
     """Train for ``schedule.steps`` steps; ``epochs(i)`` gives the examples of epoch ``i``.
 
     Returns the mean loss over the last 50 steps.
@@ -102,8 +117,13 @@ def train(model: LlamaForCausalLM, epochs: Callable[[int], list[Example]], sched
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": schedule.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}], lr=schedule.lr, betas=(0.9, 0.95))
+        [
+            {"params": decay, "weight_decay": schedule.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=schedule.lr,
+        betas=(0.9, 0.95),
+    )
     model.train()
     step, epoch, recent = 0, 0, []
     while step < schedule.steps:

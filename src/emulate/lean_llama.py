@@ -1,0 +1,137 @@
+"""A lean forward pass for Llama-architecture models, used for speculative drafting.
+
+A draft proposes tokens one forward at a time, and for small models most of a library forward
+is per-call machinery (mask building, output capture, attention dispatch, module hooks) rather
+than arithmetic. `LeanLlama` runs the same weights and rotary embedding with the same KV cache,
+in the same order of operations, and nothing else. It is only used after
+`LeanLlama.wrap` has checked on a probe that its logits match the model's own forward.
+"""
+
+from __future__ import annotations
+
+import weakref
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+
+class LeanLlama:
+    """Callable like the model in `CachedBatch.extend`: input_ids, attention_mask, position_ids
+    and a DynamicCache in; an object with .logits and .cache out."""
+
+    def __init__(self, model):
+        self.model = model
+        config = model.config
+        self.head_dim = getattr(config, "head_dim", None) or (
+            config.hidden_size // config.num_attention_heads
+        )
+        self.repeats = config.num_attention_heads // config.num_key_value_heads
+        self.scale = self.head_dim**-0.5
+        self.eps = config.rms_norm_eps
+        self.config = config
+
+    @classmethod
+    def wrap(cls, model):
+        """A LeanLlama for `model`, or the model itself if it is not a plain Llama or the lean
+        forward does not reproduce its logits (checked once per model)."""
+        if model not in _checked:
+            _checked[model] = cls._wrap(model)
+        return _checked[model]
+
+    @classmethod
+    def _wrap(cls, model):
+        config = model.config
+        if (getattr(config, "model_type", None) != "llama" or model.training
+                or getattr(config, "pretraining_tp", 1) not in (None, 1)
+                or getattr(config, "hidden_act", "silu") != "silu"):
+            return model
+        try:
+            lean = cls(model)
+            return lean if lean._matches() else model
+        except (AttributeError, RuntimeError, TypeError, ValueError):
+            return model
+
+    def __getattr__(self, name):  # parameters(), config, ...: the wrapped model's
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    @torch.inference_mode()
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, cache=None,
+                 logits_to_keep: int = 0, **_):
+        inner, (rows, length) = self.model.model, input_ids.shape
+        past = cache.get_seq_length()
+        x = F.embedding(input_ids, inner.embed_tokens.weight)
+        cos, sin = inner.rotary_emb(x, position_ids)
+        cos, sin = cos[:, None], sin[:, None]
+        mask = None
+        if attention_mask is not None or length > 1:
+            seen = torch.arange(past + length, device=x.device)
+            mask = seen[None, :] <= (past + torch.arange(length, device=x.device))[:, None]
+            mask = mask[None, None]
+            if attention_mask is not None:
+                mask = mask & attention_mask.bool()[:, None, None, :]
+        shape = (rows, length, -1, self.head_dim)
+        for index, layer in enumerate(inner.layers):
+            attention, mlp = layer.self_attn, layer.mlp
+            h = self._norm(x, layer.input_layernorm.weight)
+            q = _linear(h, attention.q_proj).view(shape).transpose(1, 2)
+            k = _linear(h, attention.k_proj).view(shape).transpose(1, 2)
+            v = _linear(h, attention.v_proj).view(shape).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            k, v = cache.update(k, v, index)
+            if self.repeats > 1:
+                k = k.repeat_interleave(self.repeats, dim=1)
+                v = v.repeat_interleave(self.repeats, dim=1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+            x = x + _linear(out.transpose(1, 2).reshape(rows, length, -1), attention.o_proj)
+            h = self._norm(x, layer.post_attention_layernorm.weight)
+            x = x + _linear(F.silu(_linear(h, mlp.gate_proj)) * _linear(h, mlp.up_proj),
+                            mlp.down_proj)
+        x = x[:, -logits_to_keep:] if logits_to_keep else x
+        logits = _linear(self._norm(x, inner.norm.weight), self.model.lm_head)
+        return SimpleNamespace(logits=logits, cache=cache)
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """LlamaRMSNorm, operation for operation."""
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * h.to(x.dtype)
+
+    def _matches(self) -> bool:
+        """Prefill two left-padded rows with the model, then step both ways and compare."""
+        device = next(self.model.parameters()).device
+        vocab = self.config.vocab_size
+        ids = torch.tensor([[0, 0, 3, 4, 5], [6, 7, 8, 9, 10]], device=device) % vocab
+        mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        step = torch.tensor([[11, 12], [13, 14]], device=device) % vocab
+        step_positions = positions[:, -1:] + torch.tensor([[1, 2]], device=device)
+        full_mask = torch.cat([mask, torch.ones_like(step)], dim=-1)
+        logits = []
+        with torch.inference_mode():
+            for forward in (self.model, self):
+                cache = DynamicCache(config=self.config)
+                self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                           cache=cache, use_cache=True)
+                out = forward(input_ids=step, attention_mask=full_mask,
+                              position_ids=step_positions, cache=cache, use_cache=True)
+                logits.append(out.logits.float())
+        reference, lean = logits
+        scale = reference.abs().max().clamp(min=1.0)
+        return bool(((lean - reference).abs().max() / scale) < 1e-4)
+
+
+_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _linear(x: torch.Tensor, module) -> torch.Tensor:
+    return F.linear(x, module.weight, module.bias)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

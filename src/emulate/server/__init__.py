@@ -1,0 +1,27 @@
+"""An OpenAI-compatible HTTP server for compositions: `emulate serve --config FILE`."""
+
+from emulate.server.app import create_app
+from emulate.server.batcher import Batcher, Job, Overloaded
+from emulate.server.config import (
+    ConfigError,
+    ServerConfig,
+    ServerSettings,
+    build_compositions,
+    load_config,
+    parse_config,
+)
+from emulate.server.translate import Served
+
+__all__ = [
+    "Batcher",
+    "ConfigError",
+    "Job",
+    "Overloaded",
+    "Served",
+    "ServerConfig",
+    "ServerSettings",
+    "build_compositions",
+    "create_app",
+    "load_config",
+    "parse_config",
+]

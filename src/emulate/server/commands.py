@@ -1,0 +1,57 @@
+"""`emulate serve`: load the configured compositions and serve them over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def serve_command(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML or TOML file naming the compositions to serve "
+                     "(default: the toy world's up-scaled composition)."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you say so.")]
+    = "127.0.0.1",
+    port: int = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="EMULATE_API_KEY",
+                     help="Require 'Authorization: Bearer KEY' on /v1 endpoints."),
+    ] = None,
+    world_size: Annotated[
+        str, typer.Option(help="Without --config: the toy world size to serve (built if needed).")
+    ] = "default",
+    threads: Annotated[
+        int | None, typer.Option(help="Torch CPU threads (overrides the config's server.threads).")
+    ] = None,
+    log_level: str = "info",
+):
+    """Serve compositions through an OpenAI-compatible API (/v1/completions, /v1/chat/...)."""
+    import uvicorn
+
+    from emulate.cli import fail, quiet_transformers
+    from emulate.errors import EmulateError
+    from emulate.server.app import create_app
+    from emulate.server.config import build_compositions, load_config, toy_world_config
+    from emulate.server.translate import Served
+
+    quiet_transformers()
+    if config is None:
+        typer.echo(f"no --config: serving the toy world's up-scaled composition ({world_size} "
+                   "size; built on first use, which trains six small models)", err=True)
+    try:
+        settings = load_config(config) if config is not None else toy_world_config(world_size)
+        compositions = build_compositions(settings)
+    except EmulateError as error:
+        fail(error)
+    if threads is not None:
+        settings.server.threads = threads
+    served = {name: Served(name, compositions[name], spec)
+              for name, spec in settings.compositions.items()}
+    app = create_app(served, settings.server, api_key=api_key)
+    typer.echo(f"serving {', '.join(served)} on http://{host}:{port}/v1", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

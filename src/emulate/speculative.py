@@ -1,0 +1,357 @@
+"""Exact speculative decoding of a composition: a cheap draft proposes, the formula decides.
+
+Each round, the draft (by default the composition's small tuned term) proposes k tokens one at a
+time through its own KV cache; every other model then scores the whole block in one forward. The
+composed distribution p at each of the k+1 positions decides, per row (Leviathan et al. 2023):
+accept draft token x with probability min(1, p(x)/q(x)); at the first rejection draw from
+norm(max(0, p - q)); if all k are accepted, draw a bonus token from p (done the same way: draft
+one more token from q, known by then, and judge it, which is a draw from p). The output follows
+p exactly. p and q are the distributions the lockstep decoder would sample from and the draft did
+sample from: both carry the row's temperature and top-k/top-p/min-p, p also the plausibility
+filter. Greedy rows accept while the draft token is p's argmax, so their output is the lockstep
+output token for token. Each position's random numbers come from a generator seeded by the row's
+seed and the position, so a sampled row's output does not depend on k or on its batch.
+
+Cache bookkeeping: every model's cache holds a row's accepted tokens except the last one, which
+leads the next round's block. Rows accept different numbers of tokens; rejected positions are
+masked out of that row's attention mask (a hole that takes no position id) and columns that no
+row kept are cropped from the caches, so no forward is ever redone.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Mapping
+
+import torch
+
+from emulate.cached_batch import CachedBatch
+from emulate.combine import compose_logprobs
+from emulate.decoding import Decoder, Delta
+from emulate.errors import GenerationParamsError
+from emulate.formula import parse_formula
+from emulate.lean_llama import LeanLlama
+from emulate.sampling import SamplingParams, filter_logprobs, min_p_mask, top_p_mask
+
+DEFAULT_K = 4
+K_MAX = 16
+
+
+def speculative_options(value) -> dict:
+    """`True` or {"draft": NAME or FORMULA, "k": K, "adaptive": bool, "k_max": N} -> kwargs."""
+    if value is True:
+        return {}
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"draft", "k", "adaptive", "k_max", "lean"}
+        if unknown:
+            raise GenerationParamsError(
+                f"unknown speculative option(s) {sorted(unknown)}; "
+                "use draft, k, adaptive, k_max, lean"
+            )
+        return {key: v for key, v in value.items() if v is not None}
+    raise GenerationParamsError(
+        f"speculative must be True or a dict like {{'draft': 'chat_small', 'k': 4}}, got {value!r}"
+    )
+
+
+def default_draft(composition) -> str:
+    """The smallest positive-weight term not run by the largest model (the small tuned model)."""
+    state = _state(composition)
+    if "default_draft" not in state:
+        state["default_draft"] = _smallest_tuned(composition)
+    return state["default_draft"]
+
+
+def _smallest_tuned(composition) -> str:
+    weights = composition.resolve_weights()
+    sizes = {
+        t: sum(p.numel() for p in composition.loaded[composition.model_key(t)].model.parameters())
+        for t in composition.term_names
+    }
+    largest = max(sizes.values())
+    candidates = [t for t in composition.term_names if weights[t] > 0 and sizes[t] < largest]
+    if not candidates:
+        raise GenerationParamsError(
+            "speculative decoding needs a draft smaller than the largest model, and no "
+            "positive-weight term is; name one with speculative={'draft': TERM}"
+        )
+    return min(candidates, key=lambda t: (sizes[t], -weights[t]))
+
+
+class SpeculativeDecoder(Decoder):
+    """A `Decoder` whose `step()` drafts k tokens per row and keeps those the formula accepts.
+
+    `proposed` and `accepted` count draft tokens (their ratio is `acceptance_rate`); `rounds`
+    counts steps that ran the models. k adapts to the measured acceptance and forward times
+    (`adaptive=False` keeps k fixed).
+    """
+
+    def __init__(self, composition, prompts, params: list[SamplingParams],
+                 draft: str | None = None, k: int = DEFAULT_K, adaptive: bool = True,
+                 k_max: int = K_MAX, lean: bool | str = True):
+        if not isinstance(k, int) or k < 1 or not isinstance(k_max, int) or k_max < k:
+            raise GenerationParamsError(f"speculative k must be an integer in [1, k_max], got {k}")
+        self.draft = draft or default_draft(composition)
+        self.draft_weights = parse_formula(
+            self.draft, composition.term_names, composition.parameters
+        )
+        self.draft_terms = list(self.draft_weights)
+        self.lean = lean
+        super().__init__(composition, prompts, params, extra_terms=self.draft_weights)
+        self.draft_keys = [k_ for k_, ts in self.groups.items() if set(ts) & set(self.draft_terms)]
+        self.verify_keys = [k_ for k_ in self.groups if k_ not in self.draft_keys]
+        self.k, self.k_max, self.adaptive = k, k_max, adaptive
+        self.proposed = self.accepted = self.rounds = 0
+        # What earlier decoders of this composition and draft learned (a prior otherwise).
+        self._learned = _state(composition).setdefault(self.draft, {"judged": 4.0, "passed": 3.0,
+                                                                    "costs": None, "k": k})
+        if adaptive:
+            self.k = self._learned["k"]
+        self._first = True  # self.logits hold the next-token logits after prefill
+
+    def model_for(self, key: str):
+        """Speculation runs many short forwards, where the library's per-call machinery costs
+        more than the arithmetic: Llama models run a lean forward checked against the library's
+        (`lean="draft"`: the draft only; `lean=False`: none)."""
+        model = super().model_for(key)
+        if self.lean == "draft" and not set(self.groups[key]) & set(self.draft_terms):
+            return model
+        return LeanLlama.wrap(model) if self.lean else model
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+    @torch.inference_mode()
+    def step(self) -> list[Delta]:
+        """One round: draft, verify, accept; return one merged delta per row that advanced."""
+        deltas = [self._finish(i, "cancelled") for i in self.rows if i in self._cancelled]
+        self._retire()
+        if not self.rows:
+            return deltas
+        rows, params = self.rows, [self.params[i] for i in self.rows]
+        done = [len(self.assemblers[i].token_ids) for i in rows]
+        room = min(self.budget[i] - d for i, d in zip(rows, done, strict=True))
+        k = max(0, min(self.k, room - 1))  # never draft past a row's budget (or its context)
+        pending = None if self._first else torch.tensor(
+            [self.assemblers[i].token_ids[-1] for i in rows])[:, None]
+        logits = {t: [] for t in self.terms}  # term -> [(rows, V)] at block positions 0, 1, ...
+        fed = dict.fromkeys(self.groups, 0)
+        started = time.perf_counter()
+        if pending is None:
+            for t in self.terms:
+                logits[t].append(self.logits[t])
+        else:
+            self._forward(self.draft_keys, pending, logits, fed)
+
+        # Draft k tokens, one forward each: position 0's logits are known already.
+        drafts, proposals = torch.zeros(len(rows), k, dtype=torch.long), []
+        for j in range(k):
+            proposals.append(self._propose(logits, j, params, done))
+            drafts[:, j] = proposals[-1][0]
+            if j < k - 1:
+                self._forward(self.draft_keys, drafts[:, j : j + 1], logits, fed)
+        drafted = time.perf_counter()  # the drafts reached the CPU: their forwards are done
+        draft_forwards = fed[self.draft_keys[0]]
+        # Verify: every other model scores the pending token and the k drafts in one forward.
+        block = drafts if pending is None else torch.cat([pending, drafts], dim=1)
+        if block.shape[1]:
+            self._forward(self.verify_keys, block, logits, fed)
+
+        outcomes: list[list] = [[k, None] for _ in rows]  # per row: drafts kept, token after
+        bonus_passed = 0
+        if k:
+            best, probs = self._target(logits, k, params)
+            for r, outcome in enumerate(outcomes):
+                for j, (tokens, q, generators) in enumerate(proposals):
+                    y = _verdict(params[r], int(tokens[r]), best[r, j],
+                                 None if probs[r] is None else probs[r][j], q[r], generators[r])
+                    if y is not None:
+                        outcome[:] = j, y
+                        break
+        if any(y is None for _, y in outcomes):
+            # The last position: p and q after the last draft; drafting from q and judging
+            # against p draws from p, and every position's randomness depends on it alone.
+            if k:
+                self._forward(self.draft_keys, drafts[:, k - 1 :], logits, fed)
+            tokens, q, generators = self._propose(logits, k, params, done)
+            best, probs = self._target(logits, k + 1, params, first=k)
+            for r, outcome in enumerate(outcomes):
+                if outcome[1] is None:
+                    y = _verdict(params[r], int(tokens[r]), best[r, 0],
+                                 None if probs[r] is None else probs[r][0], q[r], generators[r])
+                    outcome[1] = int(tokens[r]) if y is None else y
+                    bonus_passed += y is None
+
+        for r, (n, y) in enumerate(outcomes):
+            self.proposed += k
+            self.accepted += n
+            row_deltas = []
+            for token in drafts[r, :n].tolist() + [y]:
+                row_deltas.append(self.accept(rows[r], token))
+                if self.finish_reasons[rows[r]] is not None:
+                    break
+            deltas.append(_merge(row_deltas))
+        kept = torch.tensor([n for n, _ in outcomes]) + (pending is not None)
+        for key, terms in self.groups.items():
+            _keep_columns(self.batches[key], fed[key], kept.repeat(len(terms)))
+        for t in self.terms:  # from now on only their row count matters (_retire slices them)
+            self.logits[t] = logits[t][0]
+        if self.adaptive:
+            # Every row judged its accepted drafts and one more position (a rejection, or the
+            # last position, which is judged too since that is how the bonus token is drawn).
+            judged = sum(n + 1 for n, _ in outcomes)
+            passed = sum(n for n, _ in outcomes) + bonus_passed
+            self._adapt(judged, passed, (drafted - started) / max(draft_forwards, 1),
+                        time.perf_counter() - drafted)
+        self._first = False
+        self.rounds += 1
+        self._retire()
+        return deltas
+
+    def _forward(self, keys, tokens: torch.Tensor, logits: dict, fed: dict) -> None:
+        """Append `tokens` (rows, t) to the models `keys`; collect each term's logits per column."""
+        for key in keys:
+            terms = self.groups[key]
+            out = self.batches[key].extend(tokens.repeat(len(terms), 1))
+            fed[key] += tokens.shape[1]
+            for t, block in zip(terms, out.chunk(len(terms)), strict=True):
+                logits[t].extend(block.unbind(1))
+
+    def _propose(self, logits, j: int, params, done):
+        """Draft block position j per row: (tokens, q per row, generator per row).
+
+        Greedy rows take the draft's argmax (q None). Sampled rows draw from the draft's filtered
+        distribution q with a generator seeded by (row seed, absolute position), so a row's
+        output does not depend on k or on the other rows of the batch.
+        """
+        term_logits = [logits[t][j] for t in self.draft_terms]
+        q, generators = [None] * len(params), [None] * len(params)
+        sampled = [r for r, p in enumerate(params) if not p.greedy]
+        if not sampled and len(term_logits) == 1 and self.draft_weights[self.draft_terms[0]] > 0:
+            return term_logits[0].argmax(dim=-1).cpu(), q, generators  # one term: its argmax
+        weights = torch.tensor([list(self.draft_weights.values())], device=term_logits[0].device)
+        logq = compose_logprobs(term_logits, weights.expand(len(params), -1))
+        tokens = logq.argmax(dim=-1).cpu()
+        if sampled:
+            filtered = filter_logprobs(logq[sampled], [params[r] for r in sampled])
+            for r, probs in zip(sampled, filtered.exp().cpu().double(), strict=True):
+                seed = _mix(self.generators[self.rows[r]].initial_seed(), done[r] + j)
+                generators[r] = torch.Generator().manual_seed(seed)
+                q[r] = probs
+                tokens[r] = torch.multinomial(probs, 1, generator=generators[r]).item()
+        return tokens, q, generators
+
+    def _target(self, logits, end: int, params, first: int = 0):
+        """The lockstep decoder's distribution at block positions first..end-1.
+
+        Returns (argmax (rows, P), probs): probs[r] is (P, V) cpu float64 with the row's
+        temperature and filters applied, for sampled rows; None for greedy rows.
+        """
+        stacked = {t: torch.stack(logits[t][first:end], dim=1) for t in self.terms}
+        weights = self.weights[self.rows].to(stacked[self.terms[0]].device)[:, None, :]
+        logp = self._plausible_block(compose_logprobs(list(stacked.values()), weights), stacked)
+        best = logp.argmax(dim=-1).cpu()
+        probs = [None] * len(params)
+        sampled = [r for r, p in enumerate(params) if not p.greedy]
+        if sampled:
+            flat = logp[sampled].flatten(0, 1)
+            flat_params = [params[r] for r in sampled for _ in range(end - first)]
+            filtered = filter_logprobs(flat, flat_params).exp().cpu().double()
+            blocks = filtered.unflatten(0, (len(sampled), end - first))
+            for r, block in zip(sampled, blocks, strict=True):
+                probs[r] = block
+        return best, probs
+
+    def _plausible_block(self, logprobs: torch.Tensor, logits: dict) -> torch.Tensor:
+        """Decoder._plausible over (rows, P, V): each row's own term top-p / min-p set."""
+        filters = [self.params[i].plausibility for i in self.rows]
+        if all(f is None for f in filters):
+            return logprobs
+        blocked = torch.zeros_like(logprobs, dtype=torch.bool)
+        for r, f in enumerate(filters):
+            if f is None:
+                continue
+            own = torch.log_softmax(logits[f.term][r].float(), dim=-1)  # (P, V)
+            full = torch.ones(own.shape[0], dtype=own.dtype, device=own.device)
+            blocked[r] = top_p_mask(own, full * f.top_p) | min_p_mask(own, full * f.min_p)
+        kept = logprobs.masked_fill(blocked, float("-inf"))
+        empty = torch.isneginf(kept).all(dim=-1, keepdim=True)
+        return torch.log_softmax(torch.where(empty, logprobs, kept), dim=-1)
+
+    def _adapt(self, judged: int, passed: int, draft_cost: float, fixed_cost: float) -> None:
+        """Pick the k that maximizes expected tokens per second under the measured costs.
+
+        With per-position acceptance a, a round of k drafts yields (1 - a^(k+1)) / (1 - a) tokens
+        per row and costs about (k + a^k) draft forwards plus a fixed part (the verifying
+        forwards and the bookkeeping). a, the draft forward's time and the fixed time are
+        running averages that favour recent rounds.
+        """
+        learned = self._learned
+        learned["judged"] = 0.8 * learned["judged"] + judged
+        learned["passed"] = 0.8 * learned["passed"] + passed
+        a = min(learned["passed"] / learned["judged"], 0.99)
+        costs = learned["costs"] or (draft_cost, fixed_cost)
+        learned["costs"] = draft, fixed = tuple(
+            0.8 * old + 0.2 * new for old, new in zip(costs, (draft_cost, fixed_cost), strict=True)
+        )
+
+        def rate(k: int) -> float:
+            return (1 - a ** (k + 1)) / (1 - a) / ((k + a**k) * draft + fixed)
+
+        self.k = learned["k"] = max(range(1, self.k_max + 1), key=rate)
+
+
+_states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _state(composition) -> dict:
+    """Per-composition memory: its default draft, and per draft what adaptive k learned."""
+    return _states.setdefault(composition, {})
+
+
+def _verdict(params: SamplingParams, x: int, best, p, q, generator) -> int | None:
+    """None if draft token x stands; otherwise the token to emit in its place.
+
+    Greedy: x stands if it is p's argmax. Sampled: x stands with probability min(1, p(x)/q(x));
+    otherwise the replacement is drawn from norm(max(0, p - q)).
+    """
+    if params.greedy:
+        return None if x == int(best) else int(best)
+    if torch.rand(1, generator=generator, dtype=torch.float64).item() * q[x] < p[x]:
+        return None
+    residual = (p - q).clamp(min=0)
+    residual = residual if residual.sum() > 0 else p  # p == q up to rounding
+    return int(torch.multinomial(residual, 1, generator=generator).item())
+
+
+def _mix(seed: int, position: int) -> int:
+    """A 64-bit seed for (row seed, position): splitmix64 of their combination."""
+    x = (seed * 0x9E3779B97F4A7C15 + position + 1) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def _merge(deltas: list[Delta]) -> Delta:
+    """One delta per row per step: the texts and tokens of the accepted block, in order."""
+    last = deltas[-1]
+    return Delta(last.index, "".join(d.text for d in deltas),
+                 [t for d in deltas for t in d.token_ids], last.finish_reason)
+
+
+def _keep_columns(batch: CachedBatch, fed: int, keep: torch.Tensor) -> None:
+    """Of the last `fed` cached columns, row r keeps its first keep[r]; the rest become holes.
+
+    Holes are masked out and give back their positions; columns no row keeps are cropped.
+    """
+    if fed == 0:
+        return
+    keep = keep.clamp(max=fed).to(batch.attention_mask.device)
+    mask = batch.attention_mask
+    drop = torch.arange(fed, device=mask.device)[None, :] >= keep[:, None]
+    tail = mask[:, -fed:]
+    batch.next_position = batch.next_position - (tail.bool() & drop).sum(-1)
+    batch.attention_mask = torch.cat([mask[:, :-fed], tail.masked_fill(drop, 0)], dim=-1)
+    batch.rewind(fed - int(keep.max()))

@@ -1,0 +1,462 @@
+"""The OpenAI-compatible server, driven over loopback by the official `openai` client and httpx.
+
+One server serves the micro toy world's up-scaled composition (plus a plain one-term composition);
+a second, tiny-capacity server with an API key checks authentication, the bounded queue and
+that a client leaving mid-stream frees its slot at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from emulate.server import ServerSettings, create_app
+from emulate.server.config import (
+    ConfigError,
+    build_compositions,
+    load_config,
+    parse_config,
+    world_config,
+)
+from emulate.server.translate import Served
+
+EFT = "toy-eft"
+PLAIN = "toy-plain"
+KEY = "sk-test-key"
+QUESTION = [{"role": "user", "content": "Where does Ada live?"}]
+
+
+class Server:
+    """uvicorn in a background thread on a free loopback port."""
+
+    def __init__(self, app):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+    def health(self) -> dict:
+        response = httpx.get(f"{self.url}/health", timeout=10)
+        assert response.status_code == 200
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def config(micro_world, tmp_path_factory):
+    path = tmp_path_factory.mktemp("server") / "serve.yaml"
+    path.write_text(f"""
+models:
+  small_base: {micro_world}/small_base
+  large_base: {micro_world}/large_base
+  small_helpful: {micro_world}/small_helpful
+compositions:
+  {EFT}:
+    formula: large_base + beta*(small_helpful - small_base)
+    parameters: {{beta: 1.0}}
+    template: chat
+    terms: {{large_base: large_base, small_helpful: small_helpful, small_base: small_base}}
+  {PLAIN}:
+    formula: large_base
+    terms: {{large_base: large_base}}
+    defaults: {{temperature: 0.0}}
+server: {{max_body_bytes: 100000, max_batch: 16, threads: 1}}
+""")
+    return load_config(path)
+
+
+@pytest.fixture(scope="module")
+def compositions(config):
+    return build_compositions(config)
+
+
+def served_from(config, compositions):
+    return {n: Served(n, compositions[n], config.compositions[n]) for n in compositions}
+
+
+@pytest.fixture(scope="module")
+def server(config, compositions):
+    with Server(create_app(served_from(config, compositions), config.server)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0,
+                         timeout=60)
+
+
+def test_config_shares_models_and_lists_them(compositions, client, server):
+    eft, plain = compositions[EFT], compositions[PLAIN]
+    assert eft.loaded["large_base"].model is plain.loaded["large_base"].model  # loaded once
+    ids = [m.id for m in client.models.list().data]
+    assert ids == [EFT, PLAIN]
+    assert server.health()["status"] == "ok"
+
+
+def test_completion_matches_the_engine(client, compositions):
+    prompt = "Ada lives in"
+    out = client.completions.create(model=PLAIN, prompt=prompt, max_tokens=12, temperature=0)
+    expected = compositions[PLAIN].complete([prompt], max_new_tokens=12, temperature=0)[0]
+    choice = out.choices[0]
+    assert choice.text == expected.text
+    assert choice.finish_reason == expected.finish_reason
+    assert out.usage.completion_tokens == len(expected.token_ids)
+    assert out.usage.prompt_tokens == expected.prompt_tokens > 0
+
+
+def test_chat_matches_the_engine_and_streams_the_same(client, compositions):
+    expected = compositions[EFT].generate([QUESTION], max_new_tokens=20, temperature=0)[0]
+    out = client.chat.completions.create(model=EFT, messages=QUESTION, max_tokens=20,
+                                         temperature=0)
+    assert out.choices[0].message.content == expected
+    assert out.choices[0].message.role == "assistant"
+    stream = client.chat.completions.create(model=EFT, messages=QUESTION, max_tokens=20,
+                                            temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == expected
+    assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+
+
+def test_completion_stream_ends_with_done(server):
+    body = {"model": PLAIN, "prompt": "Ada", "max_tokens": 5, "stream": True}
+    with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=30) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_extra_body_knobs_change_the_output(client, compositions):
+    def greedy(extra):
+        out = client.chat.completions.create(model=EFT, messages=QUESTION, max_tokens=24,
+                                             temperature=0, extra_body=extra)
+        return out.choices[0].message.content
+
+    plain_eft = greedy(None)
+    beta0 = greedy({"emulate": {"parameters": {"beta": 0.0}}})
+    assert beta0 == greedy({"emulate": {"beta": 0.0}})  # shorthand
+    only_helpful = greedy({"emulate": {"weights": {"large_base": 0.0, "small_base": 0.0}}})
+    assert beta0 != plain_eft or only_helpful != plain_eft
+    eft = compositions[EFT]
+    assert beta0 == eft.generate([QUESTION], 24, temperature=0, parameters={"beta": 0.0})[0]
+    assert only_helpful == eft.generate([QUESTION], 24, temperature=0,
+                                        weights={"large_base": 0.0, "small_base": 0.0})[0]
+
+
+def test_n_and_seed_are_reproducible(client):
+    def sample(seed):
+        out = client.completions.create(model=EFT, prompt="Ada", max_tokens=10, n=3,
+                                        temperature=1.5, seed=seed)
+        assert [c.index for c in out.choices] == [0, 1, 2]
+        return [c.text for c in out.choices]
+
+    first = sample(7)
+    assert sample(7) == first
+    assert len(set(first)) > 1 or sample(8) != first
+
+
+def test_concurrent_requests_share_batches_and_keep_their_settings(client, server):
+    prompts = [f"{name} lives in" for name in ("Ada", "Bo", "Cy", "Di", "Ed", "Flo")]
+    settings = [dict(temperature=0, max_tokens=6 + i) if i % 2 else
+                dict(temperature=1.0, seed=i, max_tokens=10, stop=["\n"])
+                for i in range(len(prompts))]
+    alone = [client.completions.create(model=EFT, prompt=p, **s).choices[0].text
+             for p, s in zip(prompts, settings, strict=True)]
+    before = server.health()["prefills"]
+
+    async def together():
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="x",
+                                      max_retries=0) as aclient:
+            outs = await asyncio.gather(*[
+                aclient.completions.create(model=EFT, prompt=p, **s)
+                for p, s in zip(prompts, settings, strict=True)
+            ])
+        return [o.choices[0].text for o in outs]
+
+    assert asyncio.run(together()) == alone
+    assert server.health()["prefills"] - before < len(prompts)  # decoded in shared batches
+
+
+LONG = "Ada " * 400
+CHAT = "/v1/chat/completions"
+COMP = "/v1/completions"
+MSG = {"role": "user", "content": "hi"}
+BAD_REQUESTS = [
+    # (id, method, path, body (dict -> JSON, str/bytes -> raw), status, param)
+    ("bad-json", "POST", COMP, "{not json", 400, None),
+    ("json-array", "POST", COMP, "[1, 2]", 400, None),
+    ("empty-body", "POST", COMP, "", 400, None),
+    ("nan", "POST", COMP, '{"prompt": "a", "temperature": NaN}', 400, None),
+    ("no-prompt", "POST", COMP, {"model": EFT}, 400, "prompt"),
+    ("prompt-int", "POST", COMP, {"prompt": 5}, 400, "prompt"),
+    ("prompt-token-ids", "POST", COMP, {"prompt": [1, 2, 3]}, 400, "prompt"),
+    ("prompt-empty-list", "POST", COMP, {"prompt": []}, 400, "prompt"),
+    ("prompt-empty-text", "POST", COMP, {"model": PLAIN, "prompt": ""}, 400, "prompt"),
+    ("prompt-too-long", "POST", COMP, {"prompt": LONG}, 400, "prompt"),
+    ("unknown-model", "POST", COMP, {"model": "gpt-9", "prompt": "a"}, 404, "model"),
+    ("model-not-string", "POST", COMP, {"model": 3, "prompt": "a"}, 400, "model"),
+    ("max-tokens-negative", "POST", COMP, {"prompt": "a", "max_tokens": -1}, 400, "max_tokens"),
+    ("max-tokens-zero", "POST", COMP, {"prompt": "a", "max_tokens": 0}, 400, "max_tokens"),
+    ("max-tokens-huge", "POST", COMP, {"prompt": "a", "max_tokens": 10**9}, 400, "max_tokens"),
+    ("max-tokens-string", "POST", COMP, {"prompt": "a", "max_tokens": "9"}, 400, "max_tokens"),
+    ("max-tokens-float", "POST", COMP, {"prompt": "a", "max_tokens": 1.5}, 400, "max_tokens"),
+    ("temperature-negative", "POST", COMP, {"prompt": "a", "temperature": -0.5}, 400,
+     "temperature"),
+    ("temperature-string", "POST", COMP, {"prompt": "a", "temperature": "hot"}, 400,
+     "temperature"),
+    ("top-p-zero", "POST", COMP, {"prompt": "a", "top_p": 0}, 400, "top_p"),
+    ("top-p-above-one", "POST", COMP, {"prompt": "a", "top_p": 1.5}, 400, "top_p"),
+    ("n-zero", "POST", COMP, {"prompt": "a", "n": 0}, 400, "n"),
+    ("n-huge", "POST", COMP, {"prompt": "a", "n": 1000}, 400, "n"),
+    ("stop-empty", "POST", COMP, {"prompt": "a", "stop": [""]}, 400, "stop"),
+    ("stop-int", "POST", COMP, {"prompt": "a", "stop": 5}, 400, "stop"),
+    ("seed-string", "POST", COMP, {"prompt": "a", "seed": "abc"}, 400, "seed"),
+    ("seed-huge", "POST", COMP, {"prompt": "a", "seed": 2**70}, 400, "seed"),
+    ("stream-string", "POST", COMP, {"prompt": "a", "stream": "yes"}, 400, "stream"),
+    ("echo", "POST", COMP, {"prompt": "a", "echo": True}, 400, "echo"),
+    ("penalty", "POST", COMP, {"prompt": "a", "presence_penalty": 1.0}, 400, "presence_penalty"),
+    ("weight-unknown-term", "POST", COMP,
+     {"prompt": "a", "emulate": {"weights": {"nope": 1.0}}}, 400, "emulate.weights.nope"),
+    ("weight-not-number", "POST", COMP,
+     {"prompt": "a", "emulate": {"weights": {"small_base": "x"}}}, 400,
+     "emulate.weights.small_base"),
+    ("weights-all-zero", "POST", COMP, {"prompt": "a", "emulate": {"weights": {
+        "large_base": 0, "small_helpful": 0, "small_base": 0}}}, 400, "emulate"),
+    ("parameter-unknown", "POST", COMP,
+     {"prompt": "a", "emulate": {"parameters": {"gamma": 2}}}, 400, "emulate.parameters.gamma"),
+    ("shorthand-unknown", "POST", COMP, {"prompt": "a", "emulate": {"zeta": 1}}, 400,
+     "emulate.zeta"),
+    ("emulate-not-object", "POST", COMP, {"prompt": "a", "emulate": "beta=2"}, 400, "emulate"),
+    ("plausibility-unknown-term", "POST", COMP,
+     {"prompt": "a", "emulate": {"plausibility": "nope"}}, 400, "emulate.plausibility"),
+    ("messages-empty", "POST", CHAT, {"messages": []}, 400, "messages"),
+    ("messages-missing", "POST", CHAT, {"model": EFT}, 400, "messages"),
+    ("messages-string", "POST", CHAT, {"messages": "hi"}, 400, "messages"),
+    ("role-unknown", "POST", CHAT, {"messages": [{"role": "wizard", "content": "hi"}]}, 400,
+     "messages[0].role"),
+    ("content-int", "POST", CHAT, {"messages": [{"role": "user", "content": 5}]}, 400,
+     "messages[0].content"),
+    ("chat-too-long", "POST", CHAT, {"messages": [{"role": "user", "content": LONG}]}, 400,
+     "messages"),
+    ("chat-logprobs", "POST", CHAT, {"messages": [MSG], "logprobs": True}, 400, "logprobs"),
+    ("chat-tools", "POST", CHAT, {"messages": [MSG], "tools": [{"type": "function"}]}, 400,
+     "tools"),
+    ("chat-temperature-negative", "POST", CHAT, {"messages": [MSG], "temperature": -1}, 400,
+     "temperature"),
+    ("oversized-body", "POST", COMP, {"prompt": "a" * 200_000}, 413, None),
+    ("wrong-method", "GET", COMP, None, 405, None),
+    ("unknown-route", "POST", "/v1/nothing", {}, 404, None),
+]
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_bad_request_gets_its_4xx_and_the_server_stays_up(server, http, case):
+    _, method, path, body, status, param = case
+    content = json.dumps(body) if isinstance(body, dict) else body
+    response = http.request(method, path, content=content,
+                            headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if param is not None:
+        assert error["param"] == param, error
+    assert http.get("/health").json()["status"] == "ok"
+
+
+def test_the_openai_client_raises_on_bad_requests(client):
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.completions.create(model=EFT, prompt="a", temperature=-1)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[MSG])
+    with pytest.raises(openai.BadRequestError, match="unknown term"):
+        client.chat.completions.create(model=EFT, messages=[MSG],
+                                       extra_body={"emulate": {"weights": {"zz": 1}}})
+
+
+class Slow:
+    """A composition whose decode steps take at least 20 ms, so a stream outlives a round trip."""
+
+    def __init__(self, composition):
+        self._composition = composition
+
+    def __getattr__(self, name):
+        return getattr(self._composition, name)
+
+    def decoder(self, prompts, params):
+        decoder = self._composition.decoder(prompts, params)
+        step = decoder.step
+
+        def slow_step():
+            time.sleep(0.02)
+            return step()
+
+        decoder.step = slow_step
+        return decoder
+
+
+@pytest.fixture(scope="module")
+def tight(config, compositions):
+    """One row at a time, no queue, an API key: slots and auth are easy to observe."""
+    settings = ServerSettings(max_batch=1, max_cohorts=1, max_queue=0, threads=1)
+    slow = {name: Slow(composition) for name, composition in compositions.items()}
+    app = create_app(served_from(config, slow), settings, api_key=KEY)
+    with Server(app) as running:
+        yield running
+
+
+def test_api_key_is_required(tight):
+    no_key = httpx.post(f"{tight.url}{COMP}", json={"prompt": "a", "max_tokens": 2})
+    assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "invalid_api_key"
+    wrong = openai.OpenAI(base_url=f"{tight.url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    right = openai.OpenAI(base_url=f"{tight.url}/v1", api_key=KEY, max_retries=0)
+    assert right.completions.create(model=PLAIN, prompt="Ada", max_tokens=2).choices
+    assert tight.health()["status"] == "ok"  # health needs no key
+
+
+def test_disconnect_mid_stream_frees_the_slot(tight, compositions):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    room = compositions[EFT].context_length("large_base") - 16
+    long = {"model": EFT, "prompt": "Ada", "max_tokens": room, "ignore_eos": True, "stream": True}
+    short = {"model": PLAIN, "prompt": "Ada", "max_tokens": 2}
+    before = tight.health()["cancelled_rows"]
+    with httpx.Client(timeout=30, headers=auth) as http:
+        with http.stream("POST", f"{tight.url}{COMP}", json=long) as stream:
+            assert stream.status_code == 200
+            lines = stream.iter_lines()  # (dropping this iterator would close the connection)
+            assert next(lines).startswith("data: ")  # a token has arrived: the row is decoding
+            assert tight.health()["active_rows"] == 1
+            full = http.post(f"{tight.url}{COMP}", json=short)  # no free row, no queue
+            assert full.status_code == 503 and full.headers["Retry-After"] == "1"
+        deadline = time.monotonic() + 5  # the client has gone away
+        while tight.health()["active_rows"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        health = tight.health()
+        assert health["active_rows"] == 0
+        assert health["cancelled_rows"] == before + 1
+        assert http.post(f"{tight.url}{COMP}", json=short).status_code == 200
+
+
+def test_a_client_giving_up_on_a_full_response_cancels_it(tight, compositions):
+    room = compositions[EFT].context_length("large_base") - 16
+    body = {"model": EFT, "prompt": "Ada", "max_tokens": room, "ignore_eos": True}
+    before = tight.health()["cancelled_rows"]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{tight.url}{COMP}", json=body, timeout=0.5,
+                   headers={"Authorization": f"Bearer {KEY}"})
+    deadline = time.monotonic() + 5
+    while tight.health()["active_rows"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert tight.health()["active_rows"] == 0
+    assert tight.health()["cancelled_rows"] == before + 1
+
+
+def test_merged_rows_decode_as_if_alone():
+    """The engine hook behind continuous batching: rows merged mid-flight into a running
+    decoder (two terms sharing one model, so rows sit in per-term blocks) keep their tokens."""
+    from tiny_models import llama, make_tokenizer
+
+    from emulate import Composition, SamplingParams
+
+    tok = make_tokenizer()
+    small, large = llama(len(tok), seed=0), llama(len(tok), seed=1)
+    composition = Composition("large + 1.5*(small_chat - small)",
+                              {"large": (large, tok), "small": (small, tok),
+                               "small_chat": (small, tok)}, templates={"small_chat": "chat"})
+
+    def params(n, seed):
+        return [SamplingParams(max_new_tokens=12 + 3 * i, temperature=i % 2, seed=seed + i,
+                               ignore_eos=True) for i in range(n)]
+
+    first, second = ["The quick brown fox", "Où est", "Numbers"], ["Emulated fine-tuning", "Ça"]
+    alone = []
+    for prompts, seed in ((first, 0), (second, 10)):
+        decoder = composition.decoder(prompts, params(len(prompts), seed))
+        while not decoder.done:
+            decoder.step()
+        alone.append([decoder.completion(i).token_ids for i in range(len(prompts))])
+    decoder = composition.decoder(first, params(3, 0))
+    for _ in range(4):
+        decoder.step()
+    decoder.cancel(0)
+    decoder.step()
+    late = composition.decoder(second, params(2, 10))
+    assert decoder.can_merge(late)
+    offset = decoder.merge(late)
+    while not decoder.done:
+        decoder.step()
+    assert decoder.completion(0).finish_reason == "cancelled"
+    assert [decoder.completion(i).token_ids for i in (1, 2)] == alone[0][1:]
+    assert [decoder.completion(offset + i).token_ids for i in (0, 1)] == alone[1]
+
+
+def test_serve_command_reports_a_bad_config(tmp_path):
+    from typer.testing import CliRunner
+
+    from emulate.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"compositions: {{x: {{formula: 'a', terms: {{a: {tmp_path}}}}}}}\n")
+    for args in (["--config", str(tmp_path / "missing.yaml")], ["--config", str(bad)]):
+        result = CliRunner().invoke(app, ["serve", *args])
+        assert result.exit_code == 2 and "error" in result.output
+
+
+def test_world_config_serves_the_up_scaled_composition(micro_world):
+    spec = world_config(micro_world).compositions["toy-eft"]
+    assert spec.formula == "large_base + beta*(small_helpful - small_base)"
+    assert {template for _, template in spec.terms.values()} == {"chat"}
+    assert all(Path(path, "config.json").exists() for path, _ in spec.terms.values())
+
+
+def test_config_errors_name_the_entry(tmp_path):
+    with pytest.raises(ConfigError, match="compositions"):
+        parse_config({"models": {}})
+    with pytest.raises(ConfigError, match=r"compositions\.x\.formula"):
+        parse_config({"compositions": {"x": {"terms": {"a": "p"}}}})
+    with pytest.raises(ConfigError, match="server.max_batch"):
+        parse_config({"compositions": {"x": {"formula": "a", "terms": {"a": "p"}}},
+                      "server": {"max_batch": 0}})
+    with pytest.raises(ConfigError, match="plausibility"):
+        parse_config({"compositions": {"x": {"formula": "a", "terms": {"a": "p"},
+                                             "defaults": {"plausibility": "b"}}}})
+    toml = tmp_path / "c.toml"
+    toml.write_text('[compositions.x]\nformula = "a"\nterms = {a = "some/path"}\n')
+    assert load_config(toml).compositions["x"].terms == {"a": ("some/path", "plain")}

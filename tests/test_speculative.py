@@ -1,0 +1,353 @@
+"""Speculative decoding of compositions: exactly the lockstep decoder's output or distribution."""
+
+from __future__ import annotations
+
+import collections
+import copy
+
+import pytest
+import torch
+from tiny_models import gpt2, llama, make_tokenizer
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+from typer.testing import CliRunner
+
+from emulate import Composition, FormulaError, GenerationParamsError, Plausibility, SamplingParams
+from emulate.sampling import filter_logprobs, top_p_mask
+from emulate.speculative import SpeculativeDecoder
+
+PROMPTS = [
+    "The quick",
+    "Emulated fine-tuning combines a large base model",
+    "Où",
+    "a",
+    "Numbers 0123456789 and punctuation",
+    "Ça coûte 5€. The quick brown",
+]
+UPSCALE = "large + 1.0*(chat - small)"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and far faster on a machine shared with others."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def upscaled(tokenizer):
+    """Float64 tiny Llamas (greedy ties cannot flip between block and one-token forwards)."""
+    vocab = len(tokenizer)
+    members = {
+        "large": llama(vocab, hidden=64, layers=3, seed=1),
+        "chat": llama(vocab, seed=3),
+        "small": llama(vocab, seed=2),
+    }
+    return Composition(
+        UPSCALE, {name: (m.double(), tokenizer) for name, m in members.items()},
+        templates={"chat": "chat"},
+    )
+
+
+def run(composition, prompts, params, speculative=None):
+    decoder = composition.decoder(prompts, params, speculative)
+    while not decoder.done:
+        decoder.step()
+    return [decoder.completion(i) for i in range(len(prompts))], decoder
+
+
+def greedy(composition, prompts, n=24, **kwargs):
+    return composition.sampling_params(prompts, max_new_tokens=n, temperature=0, **kwargs)
+
+
+def assert_same(expected, got):
+    for a, b in zip(expected, got, strict=True):
+        assert (b.token_ids, b.text, b.finish_reason) == (a.token_ids, a.text, a.finish_reason)
+
+
+# The default draft (chat) rarely agrees with random models; "large" sometimes; a half-way
+# formula often (rows accept different numbers of tokens); the formula itself always.
+DRAFTS = ["chat", "large", "large + 0.5*(chat - small)", UPSCALE]
+
+
+@pytest.fixture(scope="module")
+def lockstep(upscaled):
+    return run(upscaled, PROMPTS, greedy(upscaled, PROMPTS))[0]
+
+
+@pytest.mark.parametrize(
+    ("draft", "k", "lean"),
+    [(DRAFTS[0], 3, True), (DRAFTS[1], 1, True), (DRAFTS[2], 1, True), (DRAFTS[2], 3, True),
+     (DRAFTS[2], 6, True), (DRAFTS[3], 4, True), (DRAFTS[2], 3, False), (DRAFTS[2], 3, "draft")],
+)
+def test_greedy_speculative_is_lockstep_token_for_token(upscaled, lockstep, draft, k, lean):
+    expected = lockstep
+    spec = {"draft": draft, "k": k, "lean": lean}
+    got, decoder = run(upscaled, PROMPTS, greedy(upscaled, PROMPTS), spec)
+    assert_same(expected, got)
+    assert decoder.proposed > 0
+    if draft == UPSCALE:
+        assert decoder.accepted == decoder.proposed
+    if draft == "large + 0.5*(chat - small)" and k > 1:
+        assert 0 < decoder.accepted < decoder.proposed
+
+
+def test_greedy_fixed_k_plausibility_stop_strings(upscaled):
+    params = greedy(upscaled, PROMPTS, plausibility=Plausibility("large", 0.8))
+    expected, _ = run(upscaled, PROMPTS, params)
+    stop = expected[1].text[5:8]  # a stop string met inside an accepted block
+    kwargs = {"plausibility": Plausibility("large", 0.8), "stop": [stop]}
+    expected, _ = run(upscaled, PROMPTS, greedy(upscaled, PROMPTS, **kwargs))
+    assert any(c.finish_reason == "stop" for c in expected)
+    spec = {"draft": "large + 0.5*(chat - small)", "k": 4, "adaptive": False}
+    got, decoder = run(upscaled, PROMPTS, greedy(upscaled, PROMPTS, **kwargs), spec)
+    assert_same(expected, got)
+    assert decoder.k == 4
+
+
+def test_eos_inside_an_accepted_block_ends_the_row(upscaled, lockstep):
+    expected = lockstep
+    # Declare a token the rows produce mid-completion an end-of-sequence token.
+    eos = collections.Counter(t for c in expected for t in c.token_ids[3:10]).most_common(1)[0][0]
+    composition = copy.copy(upscaled)
+    composition.eos_token_ids = upscaled.eos_token_ids | {eos}
+    expected, _ = run(composition, PROMPTS, greedy(composition, PROMPTS))
+    assert any(c.finish_reason == "stop" and c.token_ids[-1] == eos for c in expected)
+    got, _ = run(composition, PROMPTS, greedy(composition, PROMPTS), {"draft": UPSCALE, "k": 5})
+    assert_same(expected, got)
+
+
+def test_lean_llama_matches_the_library_forward(tokenizer):
+    from emulate.cached_batch import CachedBatch
+    from emulate.lean_llama import LeanLlama
+    from emulate.speculative import _keep_columns
+
+    model = llama(len(tokenizer), hidden=64, seed=5).double()
+    assert isinstance(LeanLlama.wrap(model), LeanLlama)
+    assert not isinstance(LeanLlama.wrap(gpt2(len(tokenizer)).double()), LeanLlama)
+    outs = []
+    for forward in (model, LeanLlama.wrap(model)):
+        batch = CachedBatch(forward, len(tokenizer))
+        prefill = batch.prefill([[1, 5, 6, 7, 8], [1, 9]])
+        first = batch.extend(torch.tensor([[10, 11, 12], [13, 14, 15]]))
+        _keep_columns(batch, 3, torch.tensor([1, 3]))  # row 0 keeps one: two holes
+        second = batch.extend(torch.tensor([[16], [17]]))
+        outs.append((prefill, first, second, batch.next_position))
+    for got, expected in zip(outs[1], outs[0], strict=True):
+        assert torch.allclose(got, expected, atol=1e-9, rtol=0)
+    assert outs[0][3].tolist() == [7, 6]
+
+
+def test_gpt2_greedy_up_to_the_context_limit(tokenizer):
+    vocab = len(tokenizer)
+    composition = Composition(
+        "1.5*g_base - 0.5*g_chat",
+        {"g_base": (gpt2(vocab, seed=4).double(), tokenizer),
+         "g_chat": (gpt2(vocab, seed=5).double(), tokenizer)},
+    )
+    prompts = ["The quick", "Où est la gare? " * 7, "a"]  # the long one nears 128 positions
+    params = lambda: greedy(composition, prompts, n=60)  # noqa: E731
+    expected, _ = run(composition, prompts, params())
+    assert len(expected[1].token_ids) < 60  # capped by the context
+    for draft in ("g_base", "1.4*g_base - 0.4*g_chat"):
+        got, decoder = run(composition, prompts, params(), {"draft": draft, "k": 4})
+        assert_same(expected, got)
+    assert decoder.accepted > 0
+    with pytest.raises(GenerationParamsError, match="smaller"):  # no term is smaller
+        composition.generate(prompts, speculative=True)
+
+
+def test_batched_equals_single_row(upscaled):
+    """Greedy and sampled rows: a row's output depends on its own seed only, not on k or batch."""
+    spec = {"draft": "large + 0.5*(chat - small)", "k": 3}
+    mixed = [
+        SamplingParams(max_new_tokens=20, temperature=0),
+        SamplingParams(max_new_tokens=20, temperature=1.0, seed=7),
+        SamplingParams(max_new_tokens=12, temperature=0.8, top_k=20, seed=8),
+        SamplingParams(max_new_tokens=20, temperature=0, top_p=0.5),
+        SamplingParams(max_new_tokens=16, temperature=1.2, top_p=0.9, min_p=0.05, seed=9),
+        SamplingParams(max_new_tokens=20, temperature=0),
+    ]
+    batched, _ = run(upscaled, PROMPTS, copy.deepcopy(mixed), spec)
+    for i, prompt in enumerate(PROMPTS):
+        single, _ = run(upscaled, [prompt], [copy.deepcopy(mixed[i])], spec)
+        assert single[0].token_ids == batched[i].token_ids
+        fixed_k = {**spec, "k": 1, "adaptive": False}
+        other_k, _ = run(upscaled, [prompt], [copy.deepcopy(mixed[i])], fixed_k)
+        assert other_k[0].token_ids == batched[i].token_ids
+    lockstep, _ = run(upscaled, PROMPTS, copy.deepcopy(mixed))
+    for i in (0, 3, 5):
+        assert lockstep[i].token_ids == batched[i].token_ids
+
+
+def test_api_and_stream(upscaled):
+    kwargs = {"max_new_tokens": 10, "temperature": 0}
+    expected = upscaled.generate(PROMPTS[:3], **kwargs)
+    assert upscaled.generate(PROMPTS[:3], speculative=True, **kwargs) == expected
+    streamed = [""] * 3
+    finished = set()
+    for delta in upscaled.stream(PROMPTS[:3], speculative={"k": 2}, **kwargs):
+        streamed[delta.index] += delta.text
+        if delta.finish_reason:
+            finished.add(delta.index)
+    assert streamed == expected and finished == {0, 1, 2}
+    decoder = upscaled.decoder(PROMPTS[:1], upscaled.sampling_params(PROMPTS[:1]), True)
+    assert isinstance(decoder, SpeculativeDecoder) and decoder.draft == "chat"
+    with pytest.raises(FormulaError):
+        upscaled.generate(PROMPTS[:1], speculative={"draft": "nobody"})
+    with pytest.raises(GenerationParamsError):
+        upscaled.generate(PROMPTS[:1], speculative={"kk": 3})
+    with pytest.raises(GenerationParamsError):
+        upscaled.generate(PROMPTS[:1], speculative={"k": 0})
+
+
+def test_cancel_mid_generation(upscaled, lockstep):
+    decoder = upscaled.decoder(PROMPTS, greedy(upscaled, PROMPTS), {"draft": UPSCALE})
+    decoder.step()
+    decoder.cancel(2)
+    deltas = decoder.step()
+    assert any(d.index == 2 and d.finish_reason == "cancelled" for d in deltas)
+    while not decoder.done:
+        decoder.step()
+    for i in (0, 1, 3, 4, 5):
+        assert decoder.completion(i).token_ids == lockstep[i].token_ids
+    assert decoder.completion(2).finish_reason == "cancelled"
+
+
+# --- the sampled distribution --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def twelve():
+    """A 12-token vocabulary and spread-out distributions, so draft and target differ."""
+    words = ["<pad>", "<s>", "</s>"] + [f"w{i}" for i in range(9)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+
+    def member(seed, hidden=32):
+        model = llama(len(fast), hidden=hidden, seed=seed)
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(3 / 20)  # undo most of the sharpening
+        return model, fast
+
+    return Composition(
+        UPSCALE, {"large": member(1, 64), "chat": member(2), "small": member(3)}
+    )
+
+
+def exact_probs(composition, prompt, generated, params: SamplingParams) -> torch.Tensor:
+    """Float64, no cache: the formula, the plausibility filter, then the row's filters."""
+    vocab = composition.vocab_size
+    total, own = 0, {}
+    for term, weight in composition.weights.items():
+        model = copy.deepcopy(composition.loaded[composition.model_key(term)].model).double()
+        ids = composition.prompt_ids(term, prompt) + list(generated)
+        with torch.no_grad():
+            own[term] = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1, :vocab], -1)
+        total = total + weight * own[term]
+    logp = torch.log_softmax(total, -1)[None]
+    if params.plausibility is not None:
+        f = params.plausibility
+        outside = top_p_mask(own[f.term][None], torch.tensor([f.top_p], dtype=torch.float64))
+        logp = torch.log_softmax(logp.masked_fill(outside, float("-inf")), -1)
+    return filter_logprobs(logp, [params])[0].exp()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"temperature": 1.0}, {"temperature": 0.7, "top_k": 8, "plausibility": ("large", 0.9)}],
+)
+def test_sampled_speculative_follows_the_composition(twelve, settings):
+    from scipy.stats import chisquare
+
+    settings = dict(settings)
+    if "plausibility" in settings:
+        settings["plausibility"] = Plausibility(*settings["plausibility"])
+    prompt, n = "w1 w2", 3000
+    # Three tokens with k=2, so the first two come from a judged block (the third, the bonus).
+    completions = twelve.complete(
+        [prompt] * n, max_new_tokens=3, seed=1234, speculative={"k": 2, "adaptive": False},
+        **settings,
+    )
+    observed = collections.Counter(tuple(c.token_ids[:2]) for c in completions)
+    params = SamplingParams(max_new_tokens=2, **settings)
+    eos = twelve.eos_token_ids
+    expected: dict[tuple, float] = {}
+    first = exact_probs(twelve, prompt, [], params)
+    for a in first.nonzero().flatten().tolist():
+        if a in eos:
+            expected[(a,)] = first[a].item()
+            continue
+        second = exact_probs(twelve, prompt, [a], params)
+        for b in second.nonzero().flatten().tolist():
+            expected[(a, b)] = (first[a] * second[b]).item()
+    assert set(observed) <= set(expected)
+    big = [cell for cell in expected if expected[cell] * n >= 5]  # small cells pooled
+    rest = [cell for cell in expected if cell not in big]
+    counts = [observed[c] for c in big] + [sum(observed[c] for c in rest)]
+    means = [expected[c] for c in big] + [sum(expected[c] for c in rest)]
+    means = [m * n / sum(means) for m in means]
+    assert len(big) > 20
+    assert chisquare(counts, means).pvalue > 0.01
+
+
+# --- the toy family and the CLI --------------------------------------------------------------
+
+
+def test_greedy_speculative_on_the_micro_world(request):
+    try:
+        world_dir = request.getfixturevalue("micro_world")
+    except pytest.FixtureLookupError:
+        pytest.skip("no micro_world fixture")
+    from emulate.world import load_world
+    from emulate.world.corpus import eval_questions
+    from emulate.world.evaluate import make_composition
+
+    info = load_world(world_dir)
+    composition = make_composition("large_base + small_helpful - small_base", world_dir)
+    questions = eval_questions(info.world, "large_only") + eval_questions(info.world, "small_known")
+    prompts = [q.text for q in questions[::7][:12]]
+    expected, _ = run(composition, prompts, greedy(composition, prompts, n=40, stop=["User:"]))
+    for k in (2, 5):
+        got, decoder = run(
+            composition, prompts, greedy(composition, prompts, n=40, stop=["User:"]), {"k": k}
+        )
+        assert_same(expected, got)
+        assert decoder.draft == "small_helpful"
+        assert decoder.acceptance_rate > 0.2
+    single, _ = run(composition, prompts[:1], greedy(composition, prompts[:1], n=40,
+                                                          stop=["User:"]), True)
+    assert_same(expected[:1], single)
+
+
+def test_cli_speculative(tmp_path, tokenizer):
+    from tiny_models import save
+
+    from emulate.cli import app
+
+    paths = {
+        name: save(llama(len(tokenizer), hidden=hidden, seed=seed), tokenizer, tmp_path / name)
+        for seed, (name, hidden) in enumerate([("large", 64), ("chat", 32), ("small", 32)])
+    }
+    args = [
+        "generate", "--formula", UPSCALE, "--temperature", "0", "--max-new-tokens", "8",
+        *[a for name, p in paths.items() for a in ("--model", f"{name}={p}")],
+        "--template", "chat=chat", "The quick", "Où",
+    ]
+    runner = CliRunner()
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 0, plain.output
+    for extra in (["--speculative"], ["--speculative", "--draft", "large", "--k", "3"]):
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        assert result.stdout == plain.stdout
