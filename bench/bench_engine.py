@@ -86,8 +86,9 @@ def main() -> None:
     paths = build(args.models)
     sizes = {name: parameters(path) for name, path in paths.items()}
     console = Console()
+    ratio = sizes["large"] / sizes["small"]
     console.print(f"parameters: large {sizes['large'] / 1e6:.1f}M, "
-                  f"small {sizes['small'] / 1e6:.1f}M (ratio {sizes['large'] / sizes['small']:.1f}x)")
+                  f"small {sizes['small'] / 1e6:.1f}M (ratio {ratio:.1f}x)")
     kinds = ["large_alone", "composition"]
     results: dict = {}
     context = mp.get_context("spawn")

@@ -3,12 +3,15 @@
 Run by hand: `python bench/bench_speculative.py [--world DIR]`. In one run, on the toy family
 (`large_base + small_helpful - small_base`, chat prompts; skipped with a message if the world is
 not built) and on random "roofline" Llamas (`large + small_tuned - small`), greedy and sampled
-(T=1), batch 1 and 8, it measures tokens/s of
+(T=1), batch 1 and 8, it measures tokens per second of
 - the large model alone (`model.generate`),
 - the lockstep composition (`Composition.complete`),
-- the speculative composition (adaptive k from 4; also with the library forward for the draft),
-plus the acceptance rate and peak RSS, and at batch 1 greedy tokens/s for fixed k (the plot).
-Every measurement runs in a fresh process (so its peak RSS is its own), after a warm-up.
+- the speculative composition (adaptive k),
+plus the acceptance rate and peak RSS (a fresh process per measurement, after a warm-up), then
+at batch 1 greedy, in one warm process per setup: the same three again, lockstep with the lean
+forwards, speculative with lean forwards for the draft only or none, and fixed k (the plot).
+Seconds are process CPU seconds by default (`--clock cpu`, one thread): on a machine shared with
+other jobs, wall time measures their load as much as ours.
 
 Independent random models agree no more than chance, so a draft would never be accepted. The
 roofline family here is therefore built so the small model is a good draft: the large model
@@ -206,12 +209,14 @@ def measure(job: dict) -> dict:
     run(chunks[0][:1], 0)  # warm-up
     for key in stats:
         stats[key] = 0
-    tokens, start = 0, time.perf_counter()
+    tokens, start, cpu = 0, time.perf_counter(), time.process_time()
     for n, chunk in enumerate(chunks):
         tokens += run(chunk, 1000 + 100 * n)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB on Linux
-    return {**job, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+    return {**job, "tokens": tokens, "seconds": seconds, "cpu_seconds": cpu,
+            "wall_tokens_per_s": tokens / seconds, "cpu_tokens_per_s": tokens / cpu,
+            "tokens_per_s": tokens / (cpu if job["clock"] == "cpu" else seconds),
             "peak_rss_mb": peak, **stats,
             "acceptance": stats["accepted"] / stats["proposed"] if stats["proposed"] else None}
 
@@ -232,12 +237,15 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", help="a built toy world (default: the default-size world)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                        help="tokens per second of process CPU time (robust on a machine shared "
+                             "with other jobs; one thread) or of wall time")
     parser.add_argument("--repeats", type=int, default=2,
                         help="interleaved repeats; the table shows the best (least disturbed)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8, 12])
     parser.add_argument("--toy-prompts", type=int, default=16)
-    parser.add_argument("--roofline-prompts", type=int, default=2,
+    parser.add_argument("--roofline-prompts", type=int, default=3,
                         help="prompts at batch 1 (batch b runs max(b, this) prompts)")
     parser.add_argument("--setups", nargs="+", default=["toy", "roofline"])
     args = parser.parse_args()
@@ -261,7 +269,8 @@ def main() -> None:
 
     def base(name, batch, temperature, **extra):
         prompts = args.toy_prompts if name == "toy" else max(batch, args.roofline_prompts)
-        return {"setup": name, "world": args.world, "threads": args.threads, "k": 4,
+        return {"setup": name, "world": args.world, "threads": args.threads, "clock": args.clock,
+                "k": 4,
                 "adaptive": True, "lean": True, "prompts": prompts, "batch": batch,
                 "temperature": temperature, **extra}
 
@@ -269,8 +278,10 @@ def main() -> None:
     main_jobs = [[base(name, batch, t, kind=kind, label=kind)]
                  for _ in range(args.repeats) for name in setups for t in (0.0, 1.0)
                  for batch in args.batches for kind in MAIN]
-    # Batch 1 greedy variants and the k sweep, one process per setup, repeats interleaved.
-    variants = [{"kind": "lockstep_lean", "label": "lockstep, lean forwards"},
+    # Batch 1 greedy in one warm process per setup, repeats interleaved: the references again,
+    # variants and fixed k (the plot compares these only with each other).
+    variants = [{"kind": kind, "label": f"{kind} (sweep)"} for kind in MAIN]
+    variants += [{"kind": "lockstep_lean", "label": "lockstep, lean forwards"},
                 {"kind": "speculative", "lean": "draft", "label": "speculative, lean draft only"},
                 {"kind": "speculative", "lean": False, "label": "speculative, library forwards"}]
     variants += [{"kind": "speculative", "k": k, "adaptive": False, "label": f"fixed k={k}"}
@@ -284,7 +295,8 @@ def main() -> None:
             for r in pool.apply(child, (jobs,)):
                 results.append(r)
                 console.print(f"{r['setup']:>8} b={r['batch']} T={r['temperature']:g} "
-                              f"{r['label']:<30} {r['tokens_per_s']:8.1f} tok/s"
+                              f"{r['label']:<30} {r['tokens_per_s']:8.1f} tok/{args.clock}-s "
+                          f"({r['wall_tokens_per_s']:.1f} tok/wall-s)"
                               + (f"  acceptance {r['acceptance']:.2f}"
                                  if r["acceptance"] is not None else ""))
     report(results, setups, args, console)
@@ -302,8 +314,8 @@ def best(results, **where) -> dict:
 def report(results, setups, args, console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"Speculative up-scaling: tokens/s, best of {args.repeats} "
-                        f"(threads={args.threads})")
+    table = Table(title=f"Speculative up-scaling: tokens per {args.clock} second, best of "
+                        f"{args.repeats} (threads={args.threads})")
     for column in ("setup", "T", "batch", "large alone", "lockstep", "speculative",
                    "spec/lockstep", "spec/large", "acceptance", "peak RSS MB alone/lock/spec"):
         table.add_column(column, justify="right")
@@ -327,12 +339,12 @@ def report(results, setups, args, console) -> None:
                               f"{item['acceptance']:.2f}",
                               " / ".join(f"{row[k]['peak_rss_mb']:.0f}" for k in MAIN))
     console.print(table)
-    sweep = Table(title="Batch 1, greedy: variants and fixed k (best of repeats)")
+    sweep = Table(title="Batch 1, greedy; '(sweep)' and below: one warm process per setup")
     for column in ("setup", "configuration", "tok/s", "vs lockstep", "acceptance"):
         sweep.add_column(column, justify="right")
     variants = {}
     for name in setups:
-        lock = best(results, setup=name, temperature=0.0, batch=1, label="lockstep")
+        lock = best(results, setup=name, temperature=0.0, batch=1, label="lockstep (sweep)")
         labels = dict.fromkeys(r["label"] for r in results if r["setup"] == name
                                and r["batch"] == 1 and r["temperature"] == 0.0)
         for label in labels:
@@ -347,13 +359,14 @@ def report(results, setups, args, console) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "speculative.json"
     out.write_text(json.dumps({"threads": args.threads, "repeats": args.repeats,
+                               "clock": args.clock,
                                "summary": summary, "batch1_greedy": variants,
                                "measurements": results}, indent=1))
-    plot(variants, args.ks, RESULTS / "speculative_k.png")
+    plot(variants, args.ks, RESULTS / "speculative_k.png", args.clock)
     console.print(f"wrote {out} and {RESULTS / 'speculative_k.png'}")
 
 
-def plot(variants: dict, ks, path: Path) -> None:
+def plot(variants: dict, ks, path: Path, clock: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -363,13 +376,14 @@ def plot(variants: dict, ks, path: Path) -> None:
     for ax, (name, found) in zip(axes[0], variants.items(), strict=True):
         ax.plot(ks, [found[f"fixed k={k}"]["tok_s"] for k in ks], "o-",
                 label="speculative, fixed k")
-        lines = (("speculative", "adaptive k", "g", "--"), ("lockstep", "lockstep", "r", ":"),
+        lines = (("speculative (sweep)", "speculative, adaptive k", "g", "--"),
+                 ("lockstep (sweep)", "lockstep", "r", ":"),
                  ("lockstep, lean forwards", "lockstep, lean forwards", "m", ":"),
-                 ("large_alone", "large model alone", "k", "-."))
+                 ("large_alone (sweep)", "large model alone", "k", "-."))
         for label, shown, color, style in lines:
             ax.axhline(found[label]["tok_s"], color=color, linestyle=style, label=shown)
         ax.set(title=f"{name}: batch 1, greedy", xlabel="draft tokens per round (k)",
-               ylabel="tokens/s")
+               ylabel=f"tokens per {clock} second")
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -172,7 +172,7 @@ def test_finished_rows_leave_the_batch(family):
     decoder.step(), decoder.step()
     assert decoder.rows == [0, 2]
     assert all(batch.rows == 2 * len(terms) for batch, terms in
-               zip(decoder.batches.values(), decoder.groups.values()))
+               zip(decoder.batches.values(), decoder.groups.values(), strict=True))
     decoder.cancel(0)
     deltas = decoder.step()
     assert any(d.index == 0 and d.finish_reason == "cancelled" for d in deltas)

@@ -48,7 +48,9 @@ def test_rejected_formulas(text, message):
 
 def test_unknown_name_points_at_it():
     with pytest.raises(FormulaError) as info:
-        parse_formula("large + 1.0*(chat_smal - small)", known_names=["large", "chat_small", "small"])
+        parse_formula(
+            "large + 1.0*(chat_smal - small)", known_names=["large", "chat_small", "small"]
+        )
     message = str(info.value)
     assert "unknown term 'chat_smal'" in message and "chat_small" in message
     # The caret sits under the offending name.

@@ -10,9 +10,12 @@ import typer
 from rich.console import Console
 
 from emulate.errors import EmulateError
+from emulate.knobs_commands import audit_command, sweep_command
+from emulate.server.commands import serve_command
+from emulate.world.commands import demo_command, eval_command, world_app
 
 app = typer.Typer(
-    help="Emulated fine-tuning and emulated disalignment: compose language models at decoding time.",
+    help="Emulated fine-tuning and emulated disalignment: compose models at decoding time.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -70,7 +73,9 @@ def generate(
     ] = None,
     device: str = "cpu",
     dtype: str | None = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per completion.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per completion.")
+    ] = False,
     speculative: Annotated[bool, typer.Option(
         help="Exact speculative decoding: a small term drafts, the formula verifies.")] = False,
     draft: Annotated[str | None, typer.Option(
@@ -103,7 +108,7 @@ def generate(
         )
     except EmulateError as error:
         fail(error)
-    for prompt, completion in zip(prompts, completions):
+    for prompt, completion in zip(prompts, completions, strict=True):
         if as_json:
             record = {
                 "prompt": prompt, "completion": completion.text,
@@ -113,16 +118,11 @@ def generate(
         else:
             sys.stdout.write(completion.text + "\n")
 
-from emulate.server.commands import serve_command  # noqa: E402
 
+# The other commands live beside what they drive; they are registered here, in one place.
 app.command("serve")(serve_command)
-
-from emulate.world.commands import demo_command, eval_command, world_app  # noqa: E402
-
 app.add_typer(world_app, name="world")
 app.command("eval")(eval_command)
 app.command("demo")(demo_command)
-from emulate.knobs_commands import audit_command, sweep_command  # noqa: E402
-
 app.command("sweep")(sweep_command)
 app.command("audit")(audit_command)

@@ -18,29 +18,23 @@ import torch
 
 def compose_logprobs(term_logits: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """Combine per-term logits (each (..., V)) with weights (..., T) into normalized log-probs."""
-    total = None
-    forbidden = None
-    positive_support = None
-    forbidden_by_all = None
+    total = 0.0
+    blocked, positive, ignored = [], [], []
     for t, logits in enumerate(term_logits):
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         w = weights[..., t : t + 1].to(logprobs)
-        blocked = torch.isneginf(logprobs)
-        if blocked.any():
-            floor = logprobs.masked_fill(blocked, float("inf")).amin(dim=-1, keepdim=True)
-            logprobs = torch.where(blocked, floor, logprobs)
-        contribution = torch.where(w == 0, torch.zeros_like(logprobs), w * logprobs)
-        total = contribution if total is None else total + contribution
-        is_positive = w > 0
-        term_forbids = blocked & is_positive
-        term_allows = ~blocked & is_positive
-        forbidden = term_forbids if forbidden is None else forbidden | term_forbids
-        blocked_here = blocked | (w == 0)
-        forbidden_by_all = blocked_here if forbidden_by_all is None else forbidden_by_all & blocked_here
-        positive_support = term_allows if positive_support is None else positive_support | term_allows
-    empty = forbidden.all(dim=-1, keepdim=True)
-    forbidden = torch.where(empty, ~positive_support, forbidden)
-    all_blocked = forbidden.all(dim=-1, keepdim=True)  # no positive term at all: allow everything
-    forbidden = (forbidden & ~all_blocked) | forbidden_by_all
-    total = total.masked_fill(forbidden, float("-inf"))
-    return torch.log_softmax(total, dim=-1)
+        zero_probability = torch.isneginf(logprobs)
+        if zero_probability.any():
+            floor = logprobs.masked_fill(zero_probability, float("inf")).amin(-1, keepdim=True)
+            logprobs = torch.where(zero_probability, floor, logprobs)
+        total = total + torch.where(w == 0, torch.zeros_like(logprobs), w * logprobs)
+        blocked.append(zero_probability)
+        positive.append((w > 0).expand_as(logprobs))
+        ignored.append((w == 0).expand_as(logprobs))
+    blocked, positive, ignored = torch.stack(blocked), torch.stack(positive), torch.stack(ignored)
+    forbidden = (blocked & positive).any(0)
+    positive_support = (~blocked & positive).any(0)
+    forbidden = torch.where(forbidden.all(-1, keepdim=True), ~positive_support, forbidden)
+    forbidden &= ~forbidden.all(-1, keepdim=True)  # no positive term at all: allow everything
+    forbidden |= (blocked | ignored).all(0)  # ...but never a token every term forbids
+    return torch.log_softmax(total.masked_fill(forbidden, float("-inf")), dim=-1)

@@ -1,7 +1,8 @@
 """`Composition`: a linear formula over models' next-token log-probs, as a sampler.
 
     Composition("large + 1.0*(chat_small - small)",
-                models={"large": "llama-2-70b", "chat_small": "llama-2-7b-chat", "small": "llama-2-7b"},
+                models={"large": "llama-2-70b", "chat_small": "llama-2-7b-chat",
+                        "small": "llama-2-7b"},
                 templates={"chat_small": "chat"})
 
 Each term is a model seen through its own prompt template. Terms that name the same checkpoint
@@ -175,7 +176,8 @@ class Composition:
 def _source_identity(source) -> tuple:
     """Terms whose sources are the same path or the same model object share one loaded model."""
     if isinstance(source, (str, os.PathLike)):
-        return ("path", os.path.abspath(os.fspath(source)) if os.path.exists(source) else str(source))
+        path = os.fspath(source)
+        return ("path", os.path.abspath(path) if os.path.exists(path) else path)
     if isinstance(source, tuple):
         return ("object", id(source[0]))
     if isinstance(source, LoadedModel):

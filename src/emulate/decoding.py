@@ -126,7 +126,7 @@ class Decoder:
         logprobs = self._plausible(self.composed_logprobs())
         params = [self.params[i] for i in self.rows]
         tokens = choose_tokens(logprobs, params, [self.generators[i] for i in self.rows]).cpu()
-        for i, token in zip(self.rows, tokens.tolist()):
+        for i, token in zip(self.rows, tokens.tolist(), strict=True):
             deltas.append(self.accept(i, token))
         self._retire()
         if self.rows:
@@ -184,7 +184,7 @@ class Decoder:
             self._store(key, logits[:, -1])
 
     def _store(self, key: str, logits: torch.Tensor) -> None:
-        for t, block in zip(self.groups[key], logits.chunk(len(self.groups[key]))):
+        for t, block in zip(self.groups[key], logits.chunk(len(self.groups[key])), strict=True):
             self.logits[t] = block
 
     def _plausible(self, logprobs: torch.Tensor) -> torch.Tensor:

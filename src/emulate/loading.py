@@ -63,6 +63,12 @@ def load_model(source, name: str, device: str = "cpu", dtype=None) -> LoadedMode
             ) from None
     elif isinstance(source, (str, Path)):
         path = str(source)
+        if _looks_local(path) and not Path(path).expanduser().exists():
+            raise ModelLoadError(
+                f"cannot load model {name!r}: no such directory {path!r}. Give a directory with "
+                "a Hugging Face causal-LM checkpoint (config.json, weights, tokenizer files)."
+            )
+        path = str(Path(path).expanduser()) if _looks_local(path) else path
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             kwargs = {"dtype": _torch_dtype(dtype)} if dtype is not None else {}
@@ -81,6 +87,11 @@ def load_model(source, name: str, device: str = "cpu", dtype=None) -> LoadedMode
         model = model.to(_torch_dtype(dtype))
     model = model.to(device).eval()
     return LoadedModel(name=name, model=model, tokenizer=tokenizer)
+
+
+def _looks_local(path: str) -> bool:
+    """A filesystem path rather than a hub id (`org/name`): fail fast instead of going online."""
+    return path.startswith(("/", ".", "~")) or path.count("/") > 1 or Path(path).exists()
 
 
 def _torch_dtype(dtype):
@@ -109,7 +120,8 @@ def shared_vocab_size(models: list[LoadedModel]) -> int:
         if other.tokenizer is reference.tokenizer:
             continue
         tokens = other.tokenizer.convert_ids_to_tokens(list(range(vocab)))
-        differing = [i for i, (a, b) in enumerate(zip(reference_tokens, tokens)) if a != b]
+        pairs = enumerate(zip(reference_tokens, tokens, strict=True))
+        differing = [i for i, (a, b) in pairs if a != b]
         if differing:
             shown = ", ".join(
                 f"{i}: {reference_tokens[i]!r} vs {tokens[i]!r}" for i in differing[:5]

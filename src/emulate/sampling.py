@@ -118,7 +118,7 @@ def filter_logprobs(logprobs: torch.Tensor, params: list[SamplingParams]) -> tor
 def choose_tokens(
     logprobs: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]
 ) -> torch.Tensor:
-    """One token per row: argmax for greedy rows, a draw from the filtered distribution otherwise."""
+    """One token per row: argmax for greedy rows, a draw from the filtered distribution else."""
     tokens = logprobs.argmax(dim=-1)
     sampled_rows = [row for row, p in enumerate(params) if not p.greedy]
     if sampled_rows:

@@ -198,13 +198,14 @@ class SpeculativeDecoder(Decoder):
             _keep_columns(self.batches[key], fed[key], kept.repeat(len(terms)))
         for t in self.terms:  # from now on only their row count matters (_retire slices them)
             self.logits[t] = logits[t][0]
-        if self.adaptive:
+        if self.adaptive and k == self.k:  # (a round cut short by a budget is no evidence)
             # Every row judged its accepted drafts and one more position (a rejection, or the
             # last position, which is judged too since that is how the bonus token is drawn).
             judged = sum(n + 1 for n, _ in outcomes)
             passed = sum(n for n, _ in outcomes) + bonus_passed
-            self._adapt(judged, passed, (drafted - started) / max(draft_forwards, 1),
-                        time.perf_counter() - drafted)
+            now = time.perf_counter()
+            self._adapt(len(rows), judged, passed, (drafted - started) / max(draft_forwards, 1),
+                        now - drafted, now - started)
         self._first = False
         self.rounds += 1
         self._retire()
@@ -280,13 +281,15 @@ class SpeculativeDecoder(Decoder):
         empty = torch.isneginf(kept).all(dim=-1, keepdim=True)
         return torch.log_softmax(torch.where(empty, logprobs, kept), dim=-1)
 
-    def _adapt(self, judged: int, passed: int, draft_cost: float, fixed_cost: float) -> None:
-        """Pick the k that maximizes expected tokens per second under the measured costs.
+    def _adapt(self, rows: int, judged: int, passed: int, draft_cost: float, fixed_cost: float,
+               seconds: float) -> None:
+        """Pick the k with the most expected tokens per second.
 
-        With per-position acceptance a, a round of k drafts yields (1 - a^(k+1)) / (1 - a) tokens
-        per row and costs about (k + a^k) draft forwards plus a fixed part (the verifying
-        forwards and the bookkeeping). a, the draft forward's time and the fixed time are
-        running averages that favour recent rounds.
+        With per-position acceptance a, a round of k drafts yields (1 - a^(k+1)) / (1 - a)
+        tokens per row. A round's time is measured for each k tried with this many rows, and
+        predicted for the others as (k + a^k) draft forwards plus a fixed part (verifying
+        forwards, bookkeeping). All are running averages that favour recent rounds, and a
+        decoder starts from what earlier decoders of its composition learned.
         """
         learned = self._learned
         learned["judged"] = 0.8 * learned["judged"] + judged
@@ -296,9 +299,14 @@ class SpeculativeDecoder(Decoder):
         learned["costs"] = draft, fixed = tuple(
             0.8 * old + 0.2 * new for old, new in zip(costs, (draft_cost, fixed_cost), strict=True)
         )
+        seen = learned.setdefault("seen", {})  # (rows, k) -> (round seconds, rounds seen)
+        spent, count = seen.get((rows, self.k), (seconds, 0))
+        seen[rows, self.k] = (0.7 * spent + 0.3 * seconds, count + 1)
 
         def rate(k: int) -> float:
-            return (1 - a ** (k + 1)) / (1 - a) / ((k + a**k) * draft + fixed)
+            spent, count = seen.get((rows, k), (0.0, 0))
+            cost = spent if count >= 2 else (k + a**k) * draft + fixed
+            return (1 - a ** (k + 1)) / (1 - a) / cost
 
         self.k = learned["k"] = max(range(1, self.k_max + 1), key=rate)
 
