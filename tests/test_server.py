@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from server_cases import BAD_REQUESTS, COMP, EFT, MSG, PLAIN
 
 from emulate.server import ServerSettings, create_app
 from emulate.server.config import (
@@ -29,8 +30,6 @@ from emulate.server.config import (
 )
 from emulate.server.translate import Served
 
-EFT = "toy-eft"
-PLAIN = "toy-plain"
 KEY = "sk-test-key"
 QUESTION = [{"role": "user", "content": "Where does Ada live?"}]
 
@@ -213,76 +212,6 @@ def test_concurrent_requests_share_batches_and_keep_their_settings(client, serve
     assert server.health()["prefills"] - before < len(prompts)  # decoded in shared batches
 
 
-LONG = "Ada " * 400
-CHAT = "/v1/chat/completions"
-COMP = "/v1/completions"
-MSG = {"role": "user", "content": "hi"}
-BAD_REQUESTS = [
-    # (id, method, path, body (dict -> JSON, str/bytes -> raw), status, param)
-    ("bad-json", "POST", COMP, "{not json", 400, None),
-    ("json-array", "POST", COMP, "[1, 2]", 400, None),
-    ("empty-body", "POST", COMP, "", 400, None),
-    ("nan", "POST", COMP, '{"prompt": "a", "temperature": NaN}', 400, None),
-    ("no-prompt", "POST", COMP, {"model": EFT}, 400, "prompt"),
-    ("prompt-int", "POST", COMP, {"prompt": 5}, 400, "prompt"),
-    ("prompt-token-ids", "POST", COMP, {"prompt": [1, 2, 3]}, 400, "prompt"),
-    ("prompt-empty-list", "POST", COMP, {"prompt": []}, 400, "prompt"),
-    ("prompt-empty-text", "POST", COMP, {"model": PLAIN, "prompt": ""}, 400, "prompt"),
-    ("prompt-too-long", "POST", COMP, {"prompt": LONG}, 400, "prompt"),
-    ("unknown-model", "POST", COMP, {"model": "gpt-9", "prompt": "a"}, 404, "model"),
-    ("model-not-string", "POST", COMP, {"model": 3, "prompt": "a"}, 400, "model"),
-    ("max-tokens-negative", "POST", COMP, {"prompt": "a", "max_tokens": -1}, 400, "max_tokens"),
-    ("max-tokens-zero", "POST", COMP, {"prompt": "a", "max_tokens": 0}, 400, "max_tokens"),
-    ("max-tokens-huge", "POST", COMP, {"prompt": "a", "max_tokens": 10**9}, 400, "max_tokens"),
-    ("max-tokens-string", "POST", COMP, {"prompt": "a", "max_tokens": "9"}, 400, "max_tokens"),
-    ("max-tokens-float", "POST", COMP, {"prompt": "a", "max_tokens": 1.5}, 400, "max_tokens"),
-    ("temperature-negative", "POST", COMP, {"prompt": "a", "temperature": -0.5}, 400,
-     "temperature"),
-    ("temperature-string", "POST", COMP, {"prompt": "a", "temperature": "hot"}, 400,
-     "temperature"),
-    ("top-p-zero", "POST", COMP, {"prompt": "a", "top_p": 0}, 400, "top_p"),
-    ("top-p-above-one", "POST", COMP, {"prompt": "a", "top_p": 1.5}, 400, "top_p"),
-    ("n-zero", "POST", COMP, {"prompt": "a", "n": 0}, 400, "n"),
-    ("n-huge", "POST", COMP, {"prompt": "a", "n": 1000}, 400, "n"),
-    ("stop-empty", "POST", COMP, {"prompt": "a", "stop": [""]}, 400, "stop"),
-    ("stop-int", "POST", COMP, {"prompt": "a", "stop": 5}, 400, "stop"),
-    ("seed-string", "POST", COMP, {"prompt": "a", "seed": "abc"}, 400, "seed"),
-    ("seed-huge", "POST", COMP, {"prompt": "a", "seed": 2**70}, 400, "seed"),
-    ("stream-string", "POST", COMP, {"prompt": "a", "stream": "yes"}, 400, "stream"),
-    ("echo", "POST", COMP, {"prompt": "a", "echo": True}, 400, "echo"),
-    ("penalty", "POST", COMP, {"prompt": "a", "presence_penalty": 1.0}, 400, "presence_penalty"),
-    ("weight-unknown-term", "POST", COMP,
-     {"prompt": "a", "emulate": {"weights": {"nope": 1.0}}}, 400, "emulate.weights.nope"),
-    ("weight-not-number", "POST", COMP,
-     {"prompt": "a", "emulate": {"weights": {"small_base": "x"}}}, 400,
-     "emulate.weights.small_base"),
-    ("weights-all-zero", "POST", COMP, {"prompt": "a", "emulate": {"weights": {
-        "large_base": 0, "small_helpful": 0, "small_base": 0}}}, 400, "emulate"),
-    ("parameter-unknown", "POST", COMP,
-     {"prompt": "a", "emulate": {"parameters": {"gamma": 2}}}, 400, "emulate.parameters.gamma"),
-    ("shorthand-unknown", "POST", COMP, {"prompt": "a", "emulate": {"zeta": 1}}, 400,
-     "emulate.zeta"),
-    ("emulate-not-object", "POST", COMP, {"prompt": "a", "emulate": "beta=2"}, 400, "emulate"),
-    ("plausibility-unknown-term", "POST", COMP,
-     {"prompt": "a", "emulate": {"plausibility": "nope"}}, 400, "emulate.plausibility"),
-    ("messages-empty", "POST", CHAT, {"messages": []}, 400, "messages"),
-    ("messages-missing", "POST", CHAT, {"model": EFT}, 400, "messages"),
-    ("messages-string", "POST", CHAT, {"messages": "hi"}, 400, "messages"),
-    ("role-unknown", "POST", CHAT, {"messages": [{"role": "wizard", "content": "hi"}]}, 400,
-     "messages[0].role"),
-    ("content-int", "POST", CHAT, {"messages": [{"role": "user", "content": 5}]}, 400,
-     "messages[0].content"),
-    ("chat-too-long", "POST", CHAT, {"messages": [{"role": "user", "content": LONG}]}, 400,
-     "messages"),
-    ("chat-logprobs", "POST", CHAT, {"messages": [MSG], "logprobs": True}, 400, "logprobs"),
-    ("chat-tools", "POST", CHAT, {"messages": [MSG], "tools": [{"type": "function"}]}, 400,
-     "tools"),
-    ("chat-temperature-negative", "POST", CHAT, {"messages": [MSG], "temperature": -1}, 400,
-     "temperature"),
-    ("oversized-body", "POST", COMP, {"prompt": "a" * 200_000}, 413, None),
-    ("wrong-method", "GET", COMP, None, 405, None),
-    ("unknown-route", "POST", "/v1/nothing", {}, 404, None),
-]
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])

@@ -187,19 +187,25 @@ class Decoder:
         for t, block in zip(self.groups[key], logits.chunk(len(self.groups[key])), strict=True):
             self.logits[t] = block
 
-    def _plausible(self, logprobs: torch.Tensor) -> torch.Tensor:
-        """Conservative decoding: restrict rows to their chosen term's top-p / min-p set."""
+    def _plausible(self, logprobs: torch.Tensor, logits: dict | None = None) -> torch.Tensor:
+        """Conservative decoding: restrict rows to their chosen term's top-p / min-p set.
+
+        `logprobs` is (rows, V) or (rows, positions, V); `logits` maps terms to logits of the
+        same shape (default: the next-token logits of the running rows).
+        """
         filters = [self.params[i].plausibility for i in self.rows]
         if all(f is None for f in filters):
             return logprobs
+        logits = self.logits if logits is None else logits
         blocked = torch.zeros_like(logprobs, dtype=torch.bool)
         for pos, f in enumerate(filters):
             if f is None:
                 continue
-            own = torch.log_softmax(self.logits[f.term][pos : pos + 1].float(), dim=-1)
-            outside = top_p_mask(own, torch.tensor([f.top_p], dtype=own.dtype))
-            outside |= min_p_mask(own, torch.tensor([f.min_p], dtype=own.dtype))
-            blocked[pos] = outside[0]
+            own = torch.log_softmax(logits[f.term][pos].float(), dim=-1)
+            flat = own.reshape(-1, own.shape[-1])
+            full = torch.ones(flat.shape[0], dtype=flat.dtype, device=flat.device)
+            outside = top_p_mask(flat, full * f.top_p) | min_p_mask(flat, full * f.min_p)
+            blocked[pos] = outside.reshape(own.shape)
         kept = logprobs.masked_fill(blocked, float("-inf"))
         empty = torch.isneginf(kept).all(dim=-1, keepdim=True)
         return torch.log_softmax(torch.where(empty, logprobs, kept), dim=-1)

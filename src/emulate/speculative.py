@@ -32,7 +32,7 @@ from emulate.decoding import Decoder, Delta
 from emulate.errors import GenerationParamsError
 from emulate.formula import parse_formula
 from emulate.lean_llama import LeanLlama
-from emulate.sampling import SamplingParams, filter_logprobs, min_p_mask, top_p_mask
+from emulate.sampling import SamplingParams, filter_logprobs
 
 DEFAULT_K = 4
 K_MAX = 16
@@ -252,7 +252,7 @@ class SpeculativeDecoder(Decoder):
         """
         stacked = {t: torch.stack(logits[t][first:end], dim=1) for t in self.terms}
         weights = self.weights[self.rows].to(stacked[self.terms[0]].device)[:, None, :]
-        logp = self._plausible_block(compose_logprobs(list(stacked.values()), weights), stacked)
+        logp = self._plausible(compose_logprobs(list(stacked.values()), weights), stacked)
         best = logp.argmax(dim=-1).cpu()
         probs = [None] * len(params)
         sampled = [r for r, p in enumerate(params) if not p.greedy]
@@ -264,22 +264,6 @@ class SpeculativeDecoder(Decoder):
             for r, block in zip(sampled, blocks, strict=True):
                 probs[r] = block
         return best, probs
-
-    def _plausible_block(self, logprobs: torch.Tensor, logits: dict) -> torch.Tensor:
-        """Decoder._plausible over (rows, P, V): each row's own term top-p / min-p set."""
-        filters = [self.params[i].plausibility for i in self.rows]
-        if all(f is None for f in filters):
-            return logprobs
-        blocked = torch.zeros_like(logprobs, dtype=torch.bool)
-        for r, f in enumerate(filters):
-            if f is None:
-                continue
-            own = torch.log_softmax(logits[f.term][r].float(), dim=-1)  # (P, V)
-            full = torch.ones(own.shape[0], dtype=own.dtype, device=own.device)
-            blocked[r] = top_p_mask(own, full * f.top_p) | min_p_mask(own, full * f.min_p)
-        kept = logprobs.masked_fill(blocked, float("-inf"))
-        empty = torch.isneginf(kept).all(dim=-1, keepdim=True)
-        return torch.log_softmax(torch.where(empty, logprobs, kept), dim=-1)
 
     def _adapt(self, rows: int, judged: int, passed: int, draft_cost: float, fixed_cost: float,
                seconds: float) -> None:
