@@ -107,7 +107,7 @@ class SpeculativeDecoder(Decoder):
         self._learned = _state(composition).setdefault(self.draft, {"judged": 4.0, "passed": 3.0,
                                                                     "costs": None, "k": k})
         if adaptive:
-            self.k = self._learned["k"]
+            self.k = min(self._learned["k"], k_max)
         self._first = True  # self.logits hold the next-token logits after prefill
 
     def model_for(self, key: str):
