@@ -43,7 +43,7 @@ RESULTS = HERE / "results"
 def build_roofline(root: Path, vocab_size: int = 8000, noise: float = 0.07) -> dict[str, str]:
     """small, small_tuned and large (small grown, plus noise); reused if already built."""
     import torch
-    from roofline import SIZES, tokenizer
+    from roofline import SIZES, save_perturbed, tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
     paths = {name: str(root / name) for name in ("large", "small", "small_tuned")}
@@ -60,11 +60,7 @@ def build_roofline(root: Path, vocab_size: int = 8000, noise: float = 0.07) -> d
     for name, model in (("small", small), ("large", large)):
         model.save_pretrained(paths[name])
         tok.save_pretrained(paths[name])
-    with torch.no_grad():
-        for p in small.parameters():
-            p.add_(0.02 * p.std() * torch.randn_like(p))
-    small.save_pretrained(paths["small_tuned"])
-    tok.save_pretrained(paths["small_tuned"])
+    save_perturbed(small, tok, paths["small_tuned"])
     return paths
 
 
