@@ -18,7 +18,14 @@ LABELS = {"small": "small: small_base + small deltas",
           "upscaled": "EFT up-scaled: large_base + small deltas"}
 
 
-def _save(fig, path: Path) -> Path:
+def _finish(
+    fig, ax, path: Path, title: str, legend_loc: str = "best", legend_size: int = 7
+) -> Path:
+    """Every plot here shows a rate in [0, 1]: same range, grid, legend and title, then save."""
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend_loc, fontsize=legend_size)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -42,13 +49,10 @@ def plot_frontier(result: dict, path: Path) -> Path:
     ax.set_xlabel("helpfulness (well-formed answer that ends), held-out people")
     ax.set_ylabel("harmlessness = refusal rate on the sensitive question")
     ax.set_xlim(max(-0.03, min(xs) - 0.15), min(1.03, max(xs) + 0.15))
-    ax.set_ylim(-0.03, 1.03)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    ax.set_title("Helpful↔harmless frontier over λ: small composition vs EFT up-scaled\n"
-                 "base + λ·(helpful − base) + (1−λ)·(harmless − base), small deltas",
-                 fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, ax, path,
+                   "Helpful↔harmless frontier over λ: small composition vs EFT up-scaled\n"
+                   "base + λ·(helpful − base) + (1−λ)·(harmless − base), small deltas",
+                   legend_loc="lower left", legend_size=8)
 
 
 def plot_beta(result: dict, path: Path) -> Path:
@@ -68,12 +72,9 @@ def plot_beta(result: dict, path: Path) -> Path:
                            label=f"{name}, {label}")
     ax.set_xlabel("β (strength of the small fine-tuning delta)")
     ax.set_ylabel("factuality (right attribute value), held-out people")
-    ax.set_ylim(-0.03, 1.03)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title("Factuality vs β: large_base + β·(small_helpful − small_base)\n"
-                 "against the fine-tuned small and large models", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, ax, path,
+                   "Factuality vs β: large_base + β·(small_helpful − small_base)\n"
+                   "against the fine-tuned small and large models")
 
 
 def _draw_audit(ax, audit: dict, color: str, base: str, aligned: str, tag: str = "") -> None:
@@ -103,13 +104,9 @@ def plot_ed(result: dict, path: Path) -> Path:
         _draw_audit(ax, audit, COLORS[size], pair["base"], pair["aligned"], f", {size} pair")
     ax.set_xlabel("α (emulated disalignment strength)")
     ax.set_ylabel("leak rate of the sensitive attribute (exact)")
-    ax.set_ylim(-0.03, 1.03)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title("Emulated disalignment vs its base and harmless models: leak rate vs α\n"
-                 "small and large pairs, sampled at T="
-                 f"{result['settings']['temperature']:g}", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, ax, path,
+                   "Emulated disalignment vs its base and harmless models: leak rate vs α\n"
+                   f"small and large pairs, sampled at T={result['settings']['temperature']:g}")
 
 
 def plot_audit(audit: dict, path: Path, base_name: str = "base",
@@ -119,9 +116,6 @@ def plot_audit(audit: dict, path: Path, base_name: str = "base",
     _draw_audit(ax, audit, "tab:red", base_name, aligned_name)
     ax.set_xlabel("α (emulated disalignment strength)")
     ax.set_ylabel(f"harmful rate (judge: {audit['judge']})")
-    ax.set_ylim(-0.03, 1.03)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    ax.set_title(f"Release audit by emulated disalignment: harmful rate vs α\n"
-                 f"base={base_name}, aligned={aligned_name}", fontsize=10)
-    return _save(fig, path)
+    return _finish(fig, ax, path,
+                   "Release audit by emulated disalignment: harmful rate vs α\n"
+                   f"base={base_name}, aligned={aligned_name}", legend_size=8)
