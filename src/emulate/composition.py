@@ -97,6 +97,8 @@ class Composition:
                 weights[name] = float(value)
             if all(w == 0 for w in weights.values()):
                 raise GenerationParamsError("all term weights are zero; nothing to sample from")
+            if len(self._weights_cache) >= 1024:  # per-request knobs must not grow it forever
+                self._weights_cache.clear()
             self._weights_cache[key] = weights
         return self._weights_cache[key]
 
