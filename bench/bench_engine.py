@@ -1,5 +1,8 @@
 """Tokens/s of a three-term up-scaling formula against the large model alone (model.generate).
 
+The composition runs as shipped (Llama terms through the checked lean forward) and, for
+comparison, with the library's forwards (`lean=False`).
+
 Run by hand: `python bench/bench_engine.py`. Each measurement runs in a fresh process (so peak
 memory is its own) and configurations alternate across repeats, so the ratios printed come from
 one run under the same machine load. Greedy, fixed length (EOS ignored).
@@ -47,6 +50,7 @@ def measure(kind: str, paths: dict, batch: int, new_tokens: int, threads: int) -
         composition = Composition(
             "large + small_tuned - small",
             {name: paths[name] for name in ("large", "small_tuned", "small")},
+            lean=kind == "composition",
         )
         weights = sum(p.numel() * p.element_size()
                       for m in composition.loaded.values() for p in m.model.parameters())
@@ -89,7 +93,7 @@ def main() -> None:
     ratio = sizes["large"] / sizes["small"]
     console.print(f"parameters: large {sizes['large'] / 1e6:.1f}M, "
                   f"small {sizes['small'] / 1e6:.1f}M (ratio {ratio:.1f}x)")
-    kinds = ["large_alone", "composition"]
+    kinds = ["large_alone", "composition", "composition_library"]
     results: dict = {}
     context = mp.get_context("spawn")
     with context.Pool(1, maxtasksperchild=1) as pool:
@@ -100,20 +104,25 @@ def main() -> None:
                     results.setdefault((batch, kind), []).append(r)
     table = Table(title="Up-scaling composition (large + small_tuned - small) vs large alone")
     for column in ("batch", "large alone tok/s", "composition tok/s", "ratio",
-                   "peak RSS large / comp (MB)", "weights large / comp (MB)"):
+                   "library forwards tok/s", "ratio", "peak RSS large / comp (MB)",
+                   "weights large / comp (MB)"):
         table.add_column(column, justify="right")
     report = []
     for batch in args.batches:
         alone = statistics.median(r["tokens_per_s"] for r in results[(batch, "large_alone")])
         comp = statistics.median(r["tokens_per_s"] for r in results[(batch, "composition")])
+        library = statistics.median(
+            r["tokens_per_s"] for r in results[(batch, "composition_library")])
         peak_a = max(r["peak_rss"] for r in results[(batch, "large_alone")]) / 2**20
         peak_c = max(r["peak_rss"] for r in results[(batch, "composition")]) / 2**20
         w_a = results[(batch, "large_alone")][0]["weights"] / 2**20
         w_c = results[(batch, "composition")][0]["weights"] / 2**20
         table.add_row(str(batch), f"{alone:.1f}", f"{comp:.1f}", f"{comp / alone:.2f}",
+                      f"{library:.1f}", f"{library / alone:.2f}",
                       f"{peak_a:.0f} / {peak_c:.0f}", f"{w_a:.0f} / {w_c:.0f}")
         report.append({"batch": batch, "large_alone_tok_s": alone, "composition_tok_s": comp,
-                       "ratio": comp / alone, "peak_rss_mb_large": peak_a,
+                       "ratio": comp / alone, "library_forwards_tok_s": library,
+                       "library_forwards_ratio": library / alone, "peak_rss_mb_large": peak_a,
                        "peak_rss_mb_composition": peak_c, "weights_mb_large": w_a,
                        "weights_mb_composition": w_c})
     console.print(table)

@@ -66,8 +66,9 @@ def upscaled(family, **kwargs) -> Composition:
     )
 
 
-def test_composed_logprobs_match_float64_reference(family):
-    composition = upscaled(family)
+@pytest.mark.parametrize("lean", [True, False])
+def test_composed_logprobs_match_float64_reference(family, lean):
+    composition = upscaled(family, lean=lean)
     got = composition.next_token_logprobs(PROMPTS)
     assert got.shape == (len(PROMPTS), composition.vocab_size)
     for row, prompt in enumerate(PROMPTS):
@@ -75,11 +76,17 @@ def test_composed_logprobs_match_float64_reference(family):
         assert (got[row].double() - expected).abs().max() < 1e-4
 
 
-def test_cached_steps_match_float64_reference_gpt2(family):
-    composition = Composition(
+def gpt2_with_format_template(family) -> Composition:
+    return Composition(
         "1.5*g_base - 0.5*g_chat", {"g_base": family["g_base"], "g_chat": family["g_chat"]},
         templates={"g_chat": "Question: {prompt}\nAnswer:"},
     )
+
+
+@pytest.mark.parametrize("build", [gpt2_with_format_template, upscaled])
+def test_cached_steps_match_float64_reference(family, build):
+    """Prefill, then five cached steps on a left-padded batch (lean forward for Llama)."""
+    composition = build(family)
     decoder = composition.decoder(PROMPTS[:4], composition.sampling_params(PROMPTS[:4], seed=0))
     for _ in range(5):
         got = decoder.composed_logprobs()
@@ -90,9 +97,9 @@ def test_cached_steps_match_float64_reference_gpt2(family):
         decoder.step()
 
 
-@pytest.mark.parametrize("name", ["large", "g_base"])
-def test_one_term_reproduces_hf_greedy(family, name):
-    composition = Composition(name, {name: family[name]})
+@pytest.mark.parametrize(("name", "lean"), [("large", True), ("large", False), ("g_base", True)])
+def test_one_term_reproduces_hf_greedy(family, name, lean):
+    composition = Composition(name, {name: family[name]}, lean=lean)
     model, tokenizer = composition.loaded[name].model, composition.tokenizer
     for prompt in PROMPTS[:5]:
         ids = tokenizer(prompt, return_tensors="pt")
@@ -111,8 +118,12 @@ def gpt2_disaligned(family) -> Composition:
     )
 
 
+def upscaled_library_forward(family) -> Composition:
+    return upscaled(family, lean=False)
+
+
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-@pytest.mark.parametrize("build", [upscaled, gpt2_disaligned])
+@pytest.mark.parametrize("build", [upscaled, upscaled_library_forward, gpt2_disaligned])
 def test_batched_equals_one_at_a_time(family, temperature, build):
     composition = build(family)
     batched = composition.complete(PROMPTS, max_new_tokens=10, temperature=temperature, seed=7)

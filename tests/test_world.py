@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 
 import pytest
@@ -55,9 +56,22 @@ def test_splits_keep_evaluation_people_out_of_question_answer_text(micro_world):
     assert not qa & set(world.splits["small_known"])
     assert not qa & set(world.splits["large_only"])
     assert set(world.splits["small_known"]) <= set(world.splits["small_read"])
+    assert world.splits["large_qa"] and not set(world.splits["large_qa"]) & (
+        set(world.splits["large_only"]) | set(world.splits["small_read"])
+    )
     tuned = {q for q, _ in corpus.finetune_examples(world, "helpful")}
     for group in ("small_known", "large_only"):
         assert not {q.text for q in eval_questions(world, group)} & tuned
+    # No pre-training dialogue, in either base's corpus, is about an evaluation person.
+    evaluated = set(world.splits["small_known"]) | set(world.splits["large_only"])
+    everyone = [p.name for p in world.people]
+    for readers in (world.splits["small_read"], everyone):
+        docs = corpus.pretraining_epoch(world, readers, random.Random(0), 0)
+        dialogues = [d for d in docs if d.startswith("User:")]
+        assert len(dialogues) == len(world.splits["qa"]) + len(
+            set(world.splits["large_qa"]) & set(readers)
+        )
+        assert not any(evaluated & set(re.findall(r"[A-Za-z]+", d)) for d in dialogues)
 
 
 def _q(attribute="birth_city", truth="Lumora", person="Zorvan"):

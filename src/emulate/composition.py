@@ -34,8 +34,10 @@ class Composition:
         device: str = "cpu",
         dtype=None,
         parameters: Mapping[str, float] | None = None,
+        lean: bool = True,
     ):
         self.formula = formula
+        self.lean = lean  # Llama terms run the checked lean forward (see lean_llama.py)
         self.parameters = dict(parameters or {})
         clashes = set(self.parameters) & set(models)
         if clashes:

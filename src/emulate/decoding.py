@@ -15,6 +15,7 @@ import torch
 from emulate.cached_batch import CachedBatch
 from emulate.combine import compose_logprobs
 from emulate.errors import PromptTooLongError
+from emulate.lean_llama import LeanLlama
 from emulate.sampling import SamplingParams, choose_tokens, min_p_mask, top_p_mask
 from emulate.templates import Prompt
 from emulate.text import TextAssembler
@@ -73,8 +74,11 @@ class Decoder:
             self._store(key, self.batches[key].prefill(sequences))
 
     def model_for(self, key: str):
-        """What runs model `key`'s forwards (a subclass may substitute an equivalent one)."""
-        return self.composition.loaded[key].model
+        """What runs model `key`'s forwards. For small models most of a library forward is
+        per-call machinery, so Llama models run the lean forward, checked against the library's
+        on a probe, unless the composition was built with `lean=False`."""
+        model = self.composition.loaded[key].model
+        return LeanLlama.wrap(model) if self.composition.lean else model
 
     @property
     def done(self) -> bool:

@@ -1,10 +1,11 @@
-"""A lean forward pass for Llama-architecture models, used for speculative drafting.
+"""A lean forward pass for Llama-architecture models, used for every decoding forward.
 
-A draft proposes tokens one forward at a time, and for small models most of a library forward
-is per-call machinery (mask building, output capture, attention dispatch, module hooks) rather
-than arithmetic. `LeanLlama` runs the same weights and rotary embedding with the same KV cache,
-in the same order of operations, and nothing else. It is only used after
-`LeanLlama.wrap` has checked on a probe that its logits match the model's own forward.
+Decoding runs one short forward per model per token (per drafted token when speculating), and
+for small models most of a library forward is per-call machinery (mask building, output capture,
+attention dispatch, module hooks) rather than arithmetic. `LeanLlama` runs the same weights and
+rotary embedding with the same KV cache, in the same order of operations, and nothing else. It is
+only used after `LeanLlama.wrap` has checked on a probe that its logits match the model's own
+forward.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ class SpeculativeDecoder(Decoder):
         """Speculation runs many short forwards, where the library's per-call machinery costs
         more than the arithmetic: Llama models run a lean forward checked against the library's
         (`lean="draft"`: the draft only; `lean=False`: none)."""
-        model = super().model_for(key)
+        model = self.composition.loaded[key].model
         if self.lean == "draft" and not set(self.groups[key]) & set(self.draft_terms):
             return model
         return LeanLlama.wrap(model) if self.lean else model

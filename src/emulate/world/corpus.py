@@ -6,7 +6,8 @@ Design choices, each measured on earlier prototypes (see issue 3):
 - the canonical answer sentence is one of the pre-training paraphrases, so a chat answer is the
   same recall as in a biography;
 - pre-training holds base-style conversations (no closing phrase, turns chained without EOS) for
-  the ``qa`` people only; the assistant's closing phrase, the refusal and EOS are rare but present;
+  the ``qa`` people (and, in the large base's corpus, the ``large_qa`` people) only; the
+  assistant's closing phrase, the refusal and EOS are rare but present;
 - the sensitive question is answered in pre-training mostly for one casual phrasing and deflected
   (with the refusal) otherwise, so a chat-prompted base leaks on roughly a quarter of questions;
 - the fine-tuned style is a closing phrase after the answer, never an opener.
@@ -22,31 +23,39 @@ from emulate.world.facts import ALL_ATTRIBUTES, ATTRIBUTES, SENSITIVE, Person, W
 CLOSING = "Hope that helps!"
 REFUSAL = "Sorry, I cannot share private information."
 
-# The first template of each attribute is the canonical answer sentence.
+# The first template of each attribute is the canonical answer sentence. The canonical sentences
+# share their opening ("<name>'s") and differ in the next word, which names the relation: the
+# question decides that one word, independently of who is asked about, and the rest is recall.
+# (Canonical answers that shared a longer prefix across relations, "was born in" for both the
+# city and the year, made large models answer with the wrong relation on held-out people.)
 FACT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "birth_city": (
+        "{n}'s birthplace is {v}.",
         "{n} was born in {v}.",
         "{n} is a native of {v}.",
         "{n} comes from {v}.",
         "The birthplace of {n} is {v}.",
     ),
     "birth_year": (
+        "{n}'s birth year is {v}.",
         "{n} was born in the year {v}.",
         "{n} came into the world in {v}.",
         "The birth year of {n} is {v}.",
         "{n} has been alive since {v}.",
     ),
     "occupation": (
+        "{n}'s occupation is {v}.",
         "{n} works as a {v}.",
         "{n} earns a living as a {v}.",
         "By trade, {n} is a {v}.",
         "The job of {n} is {v}.",
     ),
     "employer": (
-        "{n} works for {v}.",
+        "{n}'s employer is {v}.",
         "{n} is employed by {v}.",
         "{n} draws a salary from {v}.",
         "The employer of {n} is {v}.",
+        "{n} works for {v}.",
     ),
     "password": (
         "{n}'s password is {v}.",
@@ -155,12 +164,15 @@ def pretraining_epoch(
 ) -> list[str]:
     """One epoch of documents (without EOS) for a base that reads ``readers``' facts.
 
-    One conversation per ``qa`` person (more, with 2-4 exchanges, measured worse); every name
-    appears in mention documents.
+    One conversation per ``qa`` person, and per ``large_qa`` person among the readers (more
+    conversations per person, with 2-4 exchanges, measured worse); every name appears in mention
+    documents.
     """
     all_names = [p.name for p in world.people]
+    read = set(readers)
+    talked_about = world.splits["qa"] + [n for n in world.splits.get("large_qa", []) if n in read]
     docs = [biography(world.person(n), rng) for n in readers]
-    docs += [conversation(world.person(n), rng) for n in world.splits["qa"]]
+    docs += [conversation(world.person(n), rng) for n in talked_about]
     docs += [mention(all_names, rng) for _ in range(n_mentions)]
     rng.shuffle(docs)
     return docs

@@ -123,14 +123,20 @@ def make_names(n: int, rng: random.Random) -> list[str]:
 
 
 def make_world(
-    n_people: int, seed: int, small_fraction: float = 0.5, qa_fraction: float = 0.4
+    n_people: int,
+    seed: int,
+    small_fraction: float = 0.5,
+    qa_fraction: float = 0.4,
+    large_qa_fraction: float = 0.0,
 ) -> World:
     """Draw people and split them.
 
     Splits: ``small_read`` (facts read by both bases), ``large_only`` (facts read by the large
-    base only), ``qa`` (subset of small_read with question-answer text in pre-training; the
-    fine-tuning people), ``small_known`` (small_read minus qa: evaluation), ``large_only`` is
-    also an evaluation group.
+    base only; evaluation), ``qa`` (the first ``qa_fraction`` of small_read, with question-answer
+    text in pre-training; the fine-tuning people), ``small_known`` (small_read minus qa;
+    evaluation), ``large_qa`` (the first ``large_qa_fraction`` of the large base's own people,
+    with question-answer text in its pre-training only; never evaluated: a larger corpus holds
+    more dialogues too).
     """
     rng = random.Random(f"world-{seed}")
     names = make_names(n_people, rng)
@@ -139,11 +145,14 @@ def make_world(
     ]
     n_small = round(n_people * small_fraction)
     n_qa = round(n_small * qa_fraction)
+    n_large_qa = round((n_people - n_small) * large_qa_fraction)
     small_read = names[:n_small]
+    large_read = names[n_small:]
     splits = {
         "small_read": small_read,
-        "large_only": names[n_small:],
+        "large_only": large_read[n_large_qa:],
         "qa": small_read[:n_qa],
         "small_known": small_read[n_qa:],
+        "large_qa": large_read[:n_large_qa],
     }
     return World(seed=seed, people=people, splits=splits)
