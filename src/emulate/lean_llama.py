@@ -32,6 +32,17 @@ class LeanLlama:
         self.scale = self.head_dim**-0.5
         self.eps = config.rms_norm_eps
         self.config = config
+        # The parameters each layer uses, looked up once (module attribute lookups cost as much
+        # as a small model's arithmetic); references, not copies.
+        self.layers = [
+            (
+                layer.input_layernorm.weight,
+                *_weights(layer.self_attn, "q_proj", "k_proj", "v_proj", "o_proj"),
+                layer.post_attention_layernorm.weight,
+                *_weights(layer.mlp, "gate_proj", "up_proj", "down_proj"),
+            )
+            for layer in model.model.layers
+        ]
 
     @classmethod
     def wrap(cls, model):
@@ -75,23 +86,22 @@ class LeanLlama:
             if attention_mask is not None:
                 mask = mask & attention_mask.bool()[:, None, None, :]
         shape = (rows, length, -1, self.head_dim)
-        for index, layer in enumerate(inner.layers):
-            attention, mlp = layer.self_attn, layer.mlp
-            h = self._norm(x, layer.input_layernorm.weight)
-            q = _linear(h, attention.q_proj).view(shape).transpose(1, 2)
-            k = _linear(h, attention.k_proj).view(shape).transpose(1, 2)
-            v = _linear(h, attention.v_proj).view(shape).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            k, v = cache.update(k, v, index)
+        for index, (norm1, q, k, v, o, norm2, gate, up, down) in enumerate(self.layers):
+            h = self._norm(x, norm1)
+            queries = F.linear(h, *q).view(shape).transpose(1, 2)
+            keys = F.linear(h, *k).view(shape).transpose(1, 2)
+            values = F.linear(h, *v).view(shape).transpose(1, 2)
+            queries = queries * cos + _rotate_half(queries) * sin
+            keys = keys * cos + _rotate_half(keys) * sin
+            keys, values = cache.update(keys, values, index)
             if self.repeats > 1:
-                k = k.repeat_interleave(self.repeats, dim=1)
-                v = v.repeat_interleave(self.repeats, dim=1)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-            x = x + _linear(out.transpose(1, 2).reshape(rows, length, -1), attention.o_proj)
-            h = self._norm(x, layer.post_attention_layernorm.weight)
-            x = x + _linear(F.silu(_linear(h, mlp.gate_proj)) * _linear(h, mlp.up_proj),
-                            mlp.down_proj)
+                keys = keys.repeat_interleave(self.repeats, dim=1)
+                values = values.repeat_interleave(self.repeats, dim=1)
+            out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask,
+                                                 scale=self.scale)
+            x = x + F.linear(out.transpose(1, 2).reshape(rows, length, -1), *o)
+            h = self._norm(x, norm2)
+            x = x + F.linear(F.silu(F.linear(h, *gate)) * F.linear(h, *up), *down)
         x = x[:, -logits_to_keep:] if logits_to_keep else x
         logits = _linear(self._norm(x, inner.norm.weight), self.model.lm_head)
         return SimpleNamespace(logits=logits, cache=cache)
@@ -131,6 +141,11 @@ _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _linear(x: torch.Tensor, module) -> torch.Tensor:
     return F.linear(x, module.weight, module.bias)
+
+
+def _weights(parent, *names: str) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(weight, bias) of each named linear of `parent`."""
+    return [(getattr(parent, n).weight, getattr(parent, n).bias) for n in names]
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
