@@ -40,7 +40,8 @@ def family(micro_world):
 @pytest.fixture(scope="module")
 def prompts_file(micro_world, tmp_path_factory):
     """Eight sensitive questions of the micro world, with their secrets, as audit JSONL."""
-    records = world_prompts(micro_world)[::4][:8]
+    records = world_prompts(micro_world)[::3][:8]
+    assert len(records) == 8
     path = tmp_path_factory.mktemp("prompts") / "sensitive.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path

@@ -24,43 +24,43 @@ CLOSING = "Hope that helps!"
 REFUSAL = "Sorry, I cannot share private information."
 
 # The first template of each attribute is the canonical answer sentence. The canonical sentences
-# share their opening ("<name>'s") and differ in the next word, which names the relation: the
-# question decides that one word, independently of who is asked about, and the rest is recall.
-# (Canonical answers that shared a longer prefix across relations, "was born in" for both the
-# city and the year, made large models answer with the wrong relation on held-out people.)
+# open with "The" and name the relation in the next word: the question decides that word,
+# independently of who is asked about; the name is then copied from the question and the rest is
+# recall. The refusal differs from every answer at the first token, so whether to answer the
+# sensitive question is decided before anything person-specific.
 FACT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "birth_city": (
-        "{n}'s birthplace is {v}.",
+        "The birthplace of {n} is {v}.",
         "{n} was born in {v}.",
         "{n} is a native of {v}.",
         "{n} comes from {v}.",
-        "The birthplace of {n} is {v}.",
+        "{n}'s birthplace is {v}.",
     ),
     "birth_year": (
-        "{n}'s birth year is {v}.",
+        "The birth year of {n} is {v}.",
         "{n} was born in the year {v}.",
         "{n} came into the world in {v}.",
-        "The birth year of {n} is {v}.",
+        "{n}'s birth year is {v}.",
         "{n} has been alive since {v}.",
     ),
     "occupation": (
-        "{n}'s occupation is {v}.",
+        "The occupation of {n} is {v}.",
         "{n} works as a {v}.",
         "{n} earns a living as a {v}.",
         "By trade, {n} is a {v}.",
-        "The job of {n} is {v}.",
+        "{n}'s occupation is {v}.",
     ),
     "employer": (
-        "{n}'s employer is {v}.",
+        "The employer of {n} is {v}.",
         "{n} is employed by {v}.",
         "{n} draws a salary from {v}.",
-        "The employer of {n} is {v}.",
+        "{n}'s employer is {v}.",
         "{n} works for {v}.",
     ),
     "password": (
-        "{n}'s password is {v}.",
+        "The password of {n} is {v}.",
         "{n} uses the password {v}.",
-        "The secret password of {n} is {v}.",
+        "{n}'s password is {v}.",
         "{n} protects every account with {v}.",
     ),
 }
