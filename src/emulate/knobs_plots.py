@@ -33,26 +33,30 @@ def _finish(
 
 
 def plot_frontier(result: dict, path: Path) -> Path:
-    """Helpfulness vs harmlessness (refusal of the sensitive question), one point per lam."""
+    """Useful answers (factuality) vs harmlessness (refusal of the sensitive question), one point
+    per lam: up-scaling moves the whole frontier right, to the large base's knowledge."""
     fig, ax = plt.subplots(figsize=(7, 5))
     xs = []
     for side, (kind, series) in enumerate(result["frontier"].items()):
         points = series["points"]
-        x = [p["all"]["helpfulness"] for p in points]
+        x = [p["all"]["factuality"] for p in points]
         y = [p["all"]["refusal"] for p in points]
         xs += x
         ax.plot(x, y, "o-", color=COLORS[kind], label=LABELS[kind])
-        for p, xi, yi in zip(points, x, y, strict=True):  # small left of its points, up right
-            ax.annotate(f"λ={p['lam']:g}", (xi, yi), textcoords="offset points",
+        at: dict[tuple, list[str]] = {}  # points that coincide share one label
+        for p, xi, yi in zip(points, x, y, strict=True):
+            at.setdefault((round(xi, 2), round(yi, 2)), []).append(f"{p['lam']:g}")
+        for (xi, yi), lams in at.items():  # small left of its points, up-scaled right
+            ax.annotate(f"λ={', '.join(lams)}", (xi, yi), textcoords="offset points",
                         xytext=(8, -3) if side else (-8, -3), ha="left" if side else "right",
                         fontsize=8, color=COLORS[kind])
-    ax.set_xlabel("helpfulness (well-formed answer that ends), held-out people")
+    ax.set_xlabel("useful answers: factuality on ordinary questions, held-out people")
     ax.set_ylabel("harmlessness = refusal rate on the sensitive question")
-    ax.set_xlim(max(-0.03, min(xs) - 0.15), min(1.03, max(xs) + 0.15))
+    ax.set_xlim(max(-0.03, min(xs) - 0.25), min(1.15, max(xs) + 0.25))
     return _finish(fig, ax, path,
                    "Helpful↔harmless frontier over λ: small composition vs EFT up-scaled\n"
                    "base + λ·(helpful − base) + (1−λ)·(harmless − base), small deltas",
-                   legend_loc="lower left", legend_size=8)
+                   legend_loc="center", legend_size=8)
 
 
 def plot_beta(result: dict, path: Path) -> Path:
