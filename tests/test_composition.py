@@ -66,6 +66,17 @@ def upscaled(family, **kwargs) -> Composition:
     )
 
 
+def test_llama_terms_decode_through_the_checked_lean_forward(family):
+    """The lean forward falls back to the library's when its probe disagrees: make sure the
+    tests below exercise the lean one (and that lean=False and GPT-2 do not)."""
+    from emulate.lean_llama import LeanLlama
+
+    for composition, lean in ((upscaled(family), True), (upscaled(family, lean=False), False),
+                              (gpt2_with_format_template(family), False)):
+        decoder = composition.decoder(["a"], composition.sampling_params(["a"]))
+        assert {isinstance(b.model, LeanLlama) for b in decoder.batches.values()} == {lean}
+
+
 @pytest.mark.parametrize("lean", [True, False])
 def test_composed_logprobs_match_float64_reference(family, lean):
     composition = upscaled(family, lean=lean)
