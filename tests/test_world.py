@@ -31,6 +31,14 @@ def test_second_build_returns_at_once(micro_world):
     assert time.time() - started < 2
 
 
+def test_two_training_processes_give_the_same_checkpoints(micro_world, tmp_path):
+    """The command line trains the two pairs in parallel processes; nothing may depend on it."""
+    twin = build_world(tmp_path / "micro", size="micro", seed=0, progress=False, workers=2)
+    for member in MEMBERS:
+        one, two = (d / member / "model.safetensors" for d in (micro_world, twin))
+        assert one.read_bytes() == two.read_bytes(), member
+
+
 def test_checkpoints_load_and_share_one_vocabulary(micro_world):
     info = load_world(micro_world)
     vocab = None

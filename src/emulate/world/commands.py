@@ -13,7 +13,13 @@ from rich.table import Table
 
 from emulate.errors import EmulateError
 from emulate.world.evaluate import GROUPS, evaluate
-from emulate.world.family import SIZES, build_world, default_world_dir, load_world
+from emulate.world.family import (
+    SIZES,
+    build_workers,
+    build_world,
+    default_world_dir,
+    load_world,
+)
 
 world_app = typer.Typer(
     help="The toy world: a model family with known facts, trained on the CPU.", no_args_is_help=True
@@ -69,7 +75,7 @@ def build(
     console = Console(stderr=True)
     started = time.time()
     try:
-        path = build_world(out, size=size, seed=seed, progress=True)
+        path = build_world(out, size=size, seed=seed, progress=True, workers=build_workers())
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     info = load_world(path)
@@ -172,9 +178,8 @@ def demo_command(
         "log-probabilities, to the large base at decoding time: no large model is fine-tuned.\n"
     )
     path = world or default_world_dir(size, seed)
-    if world is None:
-        with console.status("building the world (once; cached afterwards)..."):
-            build_world(path, size=size, seed=seed, progress=False)
+    if world is None:  # trains the family the first time (progress bars), then loads it
+        build_world(path, size=size, seed=seed, progress=True, workers=build_workers())
     results = {}
     with console.status("") as status:
         for label, formula, _ in DEMO_ROWS:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -155,8 +156,15 @@ def build_world(
     seed: int = 0,
     progress: bool = True,
     spec: WorldSize | None = None,
+    workers: int = 1,
 ) -> Path:
-    """Build (or return the cached) world in ``out_dir``; returns the directory."""
+    """Build (or return the cached) world in ``out_dir``; returns the directory.
+
+    ``workers=2`` trains the small and the large pair in two spawned processes, one thread
+    each (the checkpoints are the same either way). Spawning re-imports the calling script, so
+    a script that asks for it needs the usual ``if __name__ == "__main__":`` guard; the command
+    line asks for it whenever the machine has two cores.
+    """
     if size not in SIZES and spec is None:
         raise ValueError(f"unknown world size {size!r}; choose from {sorted(SIZES)}")
     spec = spec or SIZES[size]
@@ -179,43 +187,7 @@ def build_world(
     with bar:
         tokenizer = _tokenizer(world, spec, seed)
         tokenizer.save_pretrained(out_dir / "tokenizer")
-        stats = {}
-        for member in BUILD_ORDER:
-            size_name, kind = member.split("_")
-            shape = spec.small if size_name == "small" else spec.large
-            readers = (
-                world.splits["small_read"]
-                if size_name == "small"
-                else [p.name for p in world.people]
-            )
-            pretrain_docs = _pretraining(world, readers, spec, tokenizer, seed, member)
-            if kind == "base":
-                schedule = spec.small_pretrain if size_name == "small" else spec.large_pretrain
-                model = new_model(shape, tokenizer, seed)
-                data = pretrain_docs
-            else:
-                schedule = spec.finetune
-                model = _load(out_dir / f"{size_name}_base")
-                data = _finetuning(world, kind, spec, tokenizer, pretrain_docs)
-            t0 = time.time()
-            task = bar.add(member, schedule.steps)
-            loss = train(
-                model,
-                data,
-                schedule,
-                seed,
-                tokenizer.pad_token_id,
-                on_step=lambda s, loss, task=task: bar.update(task, s, loss),
-            )
-            model.generation_config.eos_token_id = tokenizer.eos_token_id
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
-            model.save_pretrained(out_dir / member)
-            tokenizer.save_pretrained(out_dir / member)
-            stats[member] = {
-                "params": sum(p.numel() for p in model.parameters()),
-                "final_loss": round(loss, 4),
-                "seconds": round(time.time() - t0, 1),
-            }
+        stats = _train_pairs(out_dir, spec, seed, bar, workers)
     manifest = {
         "key": key,
         "size": size,
@@ -229,6 +201,95 @@ def build_world(
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     torch.set_num_threads(threads)
     return out_dir
+
+
+def build_workers() -> int:
+    """Processes a command-line build uses: one per pair, if the cores are there."""
+    return min(2, os.cpu_count() or 1)
+
+
+def _train_pairs(out_dir: Path, spec: WorldSize, seed: int, bar, workers: int) -> dict:
+    """Train both pairs (base, then its two fine-tunes), in parallel processes if asked."""
+    if workers < 2 or not _can_spawn():
+        stats = {}
+        for pair in ("small", "large"):
+            stats.update(train_pair(out_dir, pair, spec, seed, bar.event))
+        return stats
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    context = mp.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
+        events = manager.Queue()
+        jobs = [
+            pool.submit(train_pair, out_dir, pair, spec, seed, events.put)
+            for pair in ("small", "large")
+        ]
+        while not all(job.done() for job in jobs):
+            wait(jobs, timeout=0.2)
+            while not events.empty():
+                bar.event(events.get())
+        while not events.empty():
+            bar.event(events.get())
+        stats = {}
+        for job in jobs:
+            stats.update(job.result())
+    return {member: stats[member] for member in BUILD_ORDER}
+
+
+def _can_spawn() -> bool:
+    """A spawned worker re-imports the main script: impossible when it came from stdin."""
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main is None or Path(main).exists()
+
+
+def train_pair(out_dir: Path, pair: str, spec: WorldSize, seed: int, report) -> dict:
+    """Pre-train ``{pair}_base`` and fine-tune it into ``_helpful`` and ``_harmless``.
+
+    Runs in a worker process (or in-process); reads the world and tokenizer the build wrote,
+    reports ("add", member, steps) and ("step", member, step, loss) events, returns stats.
+    """
+    from transformers import PreTrainedTokenizerFast
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # the build draws its own bars
+    torch.set_num_threads(1)
+    world = World.load(out_dir / "world.json")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir / "tokenizer")
+    shape = spec.small if pair == "small" else spec.large
+    readers = world.splits["small_read"] if pair == "small" else [p.name for p in world.people]
+    stats = {}
+    for kind in ("base", "helpful", "harmless"):
+        member = f"{pair}_{kind}"
+        pretrain_docs = _pretraining(world, readers, spec, tokenizer, seed, member)
+        if kind == "base":
+            schedule = spec.small_pretrain if pair == "small" else spec.large_pretrain
+            model = new_model(shape, tokenizer, seed)
+            data = pretrain_docs
+        else:
+            schedule = spec.finetune
+            model = _load(out_dir / f"{pair}_base")
+            data = _finetuning(world, kind, spec, tokenizer, pretrain_docs)
+        t0 = time.time()
+        report(("add", member, schedule.steps))
+        loss = train(
+            model,
+            data,
+            schedule,
+            seed,
+            tokenizer.pad_token_id,
+            on_step=lambda s, loss, member=member: report(("step", member, s, loss)),
+        )
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(out_dir / member)
+        tokenizer.save_pretrained(out_dir / member)
+        stats[member] = {
+            "params": sum(p.numel() for p in model.parameters()),
+            "final_loss": round(loss, 4),
+            "seconds": round(time.time() - t0, 1),
+        }
+    return stats
 
 
 def _tokenizer(world: World, spec: WorldSize, seed: int):
@@ -278,6 +339,7 @@ class _Bars:
 
     def __init__(self, progress: bool):
         self.progress = None
+        self.tasks: dict = {}
         if progress:
             from rich.progress import (
                 BarColumn,
@@ -301,9 +363,13 @@ class _Bars:
     def __exit__(self, *exc):
         return (self.progress or nullcontext()).__exit__(*exc)
 
-    def add(self, name: str, total: int):
-        return self.progress.add_task(name, total=total, loss="-") if self.progress else None
-
-    def update(self, task, step: int, loss: float):
-        if self.progress is not None:
-            self.progress.update(task, completed=step, loss=f"{loss:.3f}")
+    def event(self, event: tuple) -> None:
+        """("add", member, steps) or ("step", member, step, loss), from any training process."""
+        if self.progress is None:
+            return
+        if event[0] == "add":
+            _, member, total = event
+            self.tasks[member] = self.progress.add_task(member, total=total, loss="-")
+        else:
+            _, member, step, loss = event
+            self.progress.update(self.tasks[member], completed=step, loss=f"{loss:.3f}")
