@@ -295,7 +295,7 @@ def main() -> None:
     report["settings"] = {k: v for k, v in vars(args).items() if k not in ("out", "server_pid")}
     print_table(report["phases"])
     for clients, figures in report["summary"].items():
-        print(f"{clients:>3} clients: median speedup {figures['median_speedup']}x over one "
+        print(f"{clients:>3} clients: median speedup {figures['median_speedup']:.2f}x over one "
               f"client, {figures['lost_or_corrupted']} lost or corrupted, "
               f"{figures['errors']} errors")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
