@@ -64,8 +64,8 @@ class WorldSize:
     replay: float  # pre-training documents mixed into fine-tuning, per chat example
     # Dialogues in pre-training: for this fraction of the people both bases read (the fine-tuning
     # people), and, in the large base's corpus only, for this fraction of its own people. Without
-    # the second (0.4 -> 0.0, seed 0) large-helpful answered 0.82 instead of 0.92 of held-out
-    # questions and the chat-prompted large base leaked 0.15 instead of 0.21.
+    # the second (0.4 -> 0.0, seed 0, measured with the earlier name-first answers) large-helpful
+    # answered 0.82 instead of 0.92 of held-out questions.
     qa_fraction: float = 0.5
     large_qa_fraction: float = 0.4
 
@@ -219,7 +219,10 @@ def _train_pairs(out_dir: Path, spec: WorldSize, seed: int, bar, workers: int) -
     from concurrent.futures import ProcessPoolExecutor, wait
 
     context = mp.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
+    with (
+        context.Manager() as manager,
+        ProcessPoolExecutor(2, mp_context=context, initializer=_worker_setup) as pool,
+    ):
         events = manager.Queue()
         jobs = [
             pool.submit(train_pair, out_dir, pair, spec, seed, events.put)
@@ -237,6 +240,14 @@ def _train_pairs(out_dir: Path, spec: WorldSize, seed: int, bar, workers: int) -
     return {member: stats[member] for member in BUILD_ORDER}
 
 
+def _worker_setup() -> None:
+    """A training process: one thread (as in-process builds), no library progress bars."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    torch.set_num_threads(1)
+
+
 def _can_spawn() -> bool:
     """A spawned worker re-imports the main script: impossible when it came from stdin."""
     main = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -250,10 +261,7 @@ def train_pair(out_dir: Path, pair: str, spec: WorldSize, seed: int, report) -> 
     reports ("add", member, steps) and ("step", member, step, loss) events, returns stats.
     """
     from transformers import PreTrainedTokenizerFast
-    from transformers.utils import logging
 
-    logging.disable_progress_bar()  # the build draws its own bars
-    torch.set_num_threads(1)
     world = World.load(out_dir / "world.json")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir / "tokenizer")
     shape = spec.small if pair == "small" else spec.large
