@@ -73,8 +73,10 @@ def test_llama_terms_decode_through_the_checked_lean_forward(family):
 
     for composition, lean in ((upscaled(family), True), (upscaled(family, lean=False), False),
                               (gpt2_with_format_template(family), False)):
-        decoder = composition.decoder(["a"], composition.sampling_params(["a"]))
-        assert {isinstance(b.model, LeanLlama) for b in decoder.batches.values()} == {lean}
+        draft = composition.term_names[-1]
+        for speculative in (None, {"draft": draft}):  # speculation follows the composition
+            decoder = composition.decoder(["a"], composition.sampling_params(["a"]), speculative)
+            assert {isinstance(b.model, LeanLlama) for b in decoder.batches.values()} == {lean}
 
 
 @pytest.mark.parametrize("lean", [True, False])

@@ -89,7 +89,7 @@ class SpeculativeDecoder(Decoder):
 
     def __init__(self, composition, prompts, params: list[SamplingParams],
                  draft: str | None = None, k: int = DEFAULT_K, adaptive: bool = True,
-                 k_max: int = K_MAX, lean: bool | str = True):
+                 k_max: int = K_MAX, lean: bool | str | None = None):
         if not isinstance(k, int) or k < 1 or not isinstance(k_max, int) or k_max < k:
             raise GenerationParamsError(f"speculative k must be an integer in [1, k_max], got {k}")
         self.draft = draft or default_draft(composition)
@@ -97,7 +97,7 @@ class SpeculativeDecoder(Decoder):
             self.draft, composition.term_names, composition.parameters
         )
         self.draft_terms = list(self.draft_weights)
-        self.lean = lean
+        self.lean = composition.lean if lean is None else lean  # default: as the composition
         super().__init__(composition, prompts, params, extra_terms=self.draft_weights)
         self.draft_keys = [k_ for k_, ts in self.groups.items() if set(ts) & set(self.draft_terms)]
         self.verify_keys = [k_ for k_ in self.groups if k_ not in self.draft_keys]
@@ -111,13 +111,12 @@ class SpeculativeDecoder(Decoder):
         self._first = True  # self.logits hold the next-token logits after prefill
 
     def model_for(self, key: str):
-        """Speculation runs many short forwards, where the library's per-call machinery costs
-        more than the arithmetic: Llama models run a lean forward checked against the library's
-        (`lean="draft"`: the draft only; `lean=False`: none)."""
+        """As lockstep decoding (the composition's `lean`), unless the speculative options say
+        otherwise: `lean="draft"` runs only the draft's model lean, `lean=False` none."""
         model = self.composition.loaded[key].model
-        if self.lean == "draft" and not set(self.groups[key]) & set(self.draft_terms):
-            return model
-        return LeanLlama.wrap(model) if self.lean else model
+        drafts = bool(set(self.groups[key]) & set(self.draft_terms))
+        lean = drafts if self.lean == "draft" else self.lean
+        return LeanLlama.wrap(model) if lean else model
 
     @property
     def acceptance_rate(self) -> float:
