@@ -18,10 +18,16 @@ import torch
 
 def compose_logprobs(term_logits: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """Combine per-term logits (each (..., V)) with weights (..., T) into normalized log-probs."""
+    all_logprobs = [torch.log_softmax(logits.float(), dim=-1) for logits in term_logits]
+    if not bool(torch.isneginf(torch.stack(all_logprobs)).any()):
+        # Every term allows every token (the usual case): no rule applies, just the sum.
+        total = 0.0
+        for t, logprobs in enumerate(all_logprobs):
+            total = total + weights[..., t : t + 1].to(logprobs) * logprobs
+        return torch.log_softmax(total, dim=-1)
     total = 0.0
     blocked, positive, ignored = [], [], []
-    for t, logits in enumerate(term_logits):
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
+    for t, logprobs in enumerate(all_logprobs):
         w = weights[..., t : t + 1].to(logprobs)
         zero_probability = torch.isneginf(logprobs)
         if zero_probability.any():

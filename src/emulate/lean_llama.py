@@ -94,11 +94,8 @@ class LeanLlama:
             queries = queries * cos + _rotate_half(queries) * sin
             keys = keys * cos + _rotate_half(keys) * sin
             keys, values = cache.update(keys, values, index)
-            if self.repeats > 1:
-                keys = keys.repeat_interleave(self.repeats, dim=1)
-                values = values.repeat_interleave(self.repeats, dim=1)
             out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask,
-                                                 scale=self.scale)
+                                                 scale=self.scale, enable_gqa=self.repeats > 1)
             x = x + F.linear(out.transpose(1, 2).reshape(rows, length, -1), *o)
             h = self._norm(x, norm2)
             x = x + F.linear(F.silu(F.linear(h, *gate)) * F.linear(h, *up), *down)
@@ -107,9 +104,10 @@ class LeanLlama:
         return SimpleNamespace(logits=logits, cache=cache)
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """LlamaRMSNorm, operation for operation."""
-        h = x.to(torch.float32)
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        """LlamaRMSNorm: normalized in float32, scaled by the weight in the model's dtype."""
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, weight.shape, weight, self.eps)
+        h = F.rms_norm(x.to(torch.float32), weight.shape, None, self.eps)
         return weight * h.to(x.dtype)
 
     def _matches(self) -> bool:
