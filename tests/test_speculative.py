@@ -221,6 +221,45 @@ def test_cancel_mid_generation(upscaled, lockstep):
     assert decoder.completion(2).finish_reason == "cancelled"
 
 
+def test_verifying_models_read_the_prompt_with_the_first_block(upscaled, lockstep,
+                                                              monkeypatch):
+    """Only the draft model prefills up front; the others read the prompt and the first block
+    in one forward. Output, tiny budgets, early cancels and the distribution are unchanged."""
+    from emulate.cached_batch import CachedBatch
+
+    calls = []
+    for name in ("prefill", "extend"):
+        def spy(self, *args, _original=getattr(CachedBatch, name), _name=name, **kwargs):
+            calls.append((_name, self.model))
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(CachedBatch, name, spy)
+    spec = {"draft": "chat", "k": 3, "adaptive": False}
+    decoder = upscaled.decoder(PROMPTS, greedy(upscaled, PROMPTS), spec)
+    large = decoder.batches["large"].model
+    assert [name for name, model in calls if model is large] == []
+    decoder.step()
+    assert [name for name, model in calls if model is large] == ["prefill"]
+    while not decoder.done:
+        decoder.step()
+    assert_same(lockstep, [decoder.completion(i) for i in range(len(PROMPTS))])
+
+    for n in (1, 2):  # one token: no drafts, the block is empty
+        expected, _ = run(upscaled, PROMPTS, greedy(upscaled, PROMPTS, n=n))
+        got, _ = run(upscaled, PROMPTS, greedy(upscaled, PROMPTS, n=n), spec)
+        assert_same(expected, got)
+    decoder = upscaled.decoder(PROMPTS, greedy(upscaled, PROMPTS), spec)
+    decoder.cancel(1)
+    decoder.cancel(4)
+    while not decoder.done:
+        decoder.step()
+    for i in (0, 2, 3, 5):
+        assert decoder.completion(i).token_ids == lockstep[i].token_ids
+    assert decoder.completion(4).finish_reason == "cancelled"
+    params = greedy(upscaled, PROMPTS)
+    torch.testing.assert_close(upscaled.decoder(PROMPTS, params, spec).composed_logprobs(),
+                               upscaled.decoder(PROMPTS, params).composed_logprobs())
+
+
 # --- the sampled distribution --------------------------------------------------------------
 
 

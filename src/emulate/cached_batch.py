@@ -26,8 +26,9 @@ class CachedBatch:
         return 0 if self.attention_mask is None else self.attention_mask.shape[0]
 
     @torch.inference_mode()
-    def prefill(self, sequences: list[list[int]]) -> torch.Tensor:
-        """Run whole prompts; return the logits after each one, shape (rows, vocab)."""
+    def prefill(self, sequences: list[list[int]], last: int | None = None) -> torch.Tensor:
+        """Run whole prompts; return the logits after each one, shape (rows, vocab), or with
+        `last`, at each row's last `last` positions, shape (rows, last, vocab)."""
         longest = max(len(s) for s in sequences)
         ids = torch.zeros(len(sequences), longest, dtype=torch.long)
         mask = torch.zeros(len(sequences), longest, dtype=torch.long)
@@ -39,12 +40,14 @@ class CachedBatch:
         self.cache = DynamicCache(config=self.model.config)
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=self.cache,
-            use_cache=True, logits_to_keep=1,
+            use_cache=True, logits_to_keep=last or 1,
         )
         self.cache = out.cache
         self.attention_mask = mask
         self.next_position = positions[:, -1] + 1
-        return out.logits[:, -1, : self.vocab_size]
+        if last is None:
+            return out.logits[:, -1, : self.vocab_size]
+        return out.logits[:, -last:, : self.vocab_size]
 
     @torch.inference_mode()
     def extend(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

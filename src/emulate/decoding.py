@@ -69,9 +69,19 @@ class Decoder:
             for key in self.groups
         }
         self.logits: dict[str, torch.Tensor] = {}
+        # Prompts of models whose prefill waits for their first forward (see `_defers`).
+        self.deferred: dict[str, list[list[int]]] = {}
         for key, terms in self.groups.items():
             sequences = [ids for t in terms for ids in prompt_ids[t]]
-            self._store(key, self.batches[key].prefill(sequences))
+            if self._defers(key):
+                self.deferred[key] = sequences
+            else:
+                self._store(key, self.batches[key].prefill(sequences))
+
+    def _defers(self, key: str) -> bool:
+        """Whether model `key` reads the prompts only with its first decoding forward. Lockstep
+        needs every term's logits before the first token, so nothing waits."""
+        return False
 
     def model_for(self, key: str):
         """What runs model `key`'s forwards. For small models most of a library forward is
@@ -176,8 +186,10 @@ class Decoder:
             return
         for key, terms in self.groups.items():
             block_rows = [j * running + pos for j in range(len(terms)) for pos in keep]
-            index = torch.tensor(block_rows)
-            self.batches[key].keep(index)
+            if key in self.deferred:
+                self.deferred[key] = [self.deferred[key][r] for r in block_rows]
+                continue
+            self.batches[key].keep(torch.tensor(block_rows))
             for t in terms:
                 self.logits[t] = self.logits[t][torch.tensor(keep, device=self.logits[t].device)]
 

@@ -108,7 +108,17 @@ class SpeculativeDecoder(Decoder):
                                                                     "costs": None, "k": k})
         if adaptive:
             self.k = min(self._learned["k"], k_max)
-        self._first = True  # self.logits hold the next-token logits after prefill
+        self._first = True  # self.logits hold the drafts' next-token logits after prefill
+
+    def _defers(self, key: str) -> bool:
+        """The verifying models read the prompts together with the first drafted block: one
+        forward instead of two, and the drafts need only the draft model's prefill."""
+        return not set(self.groups[key]) & set(self.draft_terms)
+
+    def composed_logprobs(self) -> torch.Tensor:
+        for key in list(self.deferred):
+            self._store(key, self.batches[key].prefill(self.deferred.pop(key)))
+        return super().composed_logprobs()
 
     def model_for(self, key: str):
         """As lockstep decoding (the composition's `lean`), unless the speculative options say
@@ -138,9 +148,11 @@ class SpeculativeDecoder(Decoder):
         logits = {t: [] for t in self.terms}  # term -> [(rows, V)] at block positions 0, 1, ...
         fed = dict.fromkeys(self.groups, 0)
         started = time.perf_counter()
-        if pending is None:
-            for t in self.terms:
-                logits[t].append(self.logits[t])
+        prefilling = bool(self.deferred)
+        if pending is None:  # the prefills' logits (deferred models: with the block, below)
+            for key in self.groups.keys() - self.deferred.keys():
+                for t in self.groups[key]:
+                    logits[t].append(self.logits[t])
         else:
             self._forward(self.draft_keys, pending, logits, fed)
 
@@ -153,10 +165,10 @@ class SpeculativeDecoder(Decoder):
                 self._forward(self.draft_keys, drafts[:, j : j + 1], logits, fed)
         drafted = time.perf_counter()  # the drafts reached the CPU: their forwards are done
         draft_forwards = fed[self.draft_keys[0]]
-        # Verify: every other model scores the pending token and the k drafts in one forward.
+        # Verify: every other model scores the pending token and the k drafts in one forward
+        # (in the first round, after reading the prompt in the same forward).
         block = drafts if pending is None else torch.cat([pending, drafts], dim=1)
-        if block.shape[1]:
-            self._forward(self.verify_keys, block, logits, fed)
+        self._forward(self.verify_keys, block, logits, fed)
 
         outcomes: list[list] = [[k, None] for _ in rows]  # per row: drafts kept, token after
         bonus_passed = 0
@@ -203,18 +215,31 @@ class SpeculativeDecoder(Decoder):
             judged = sum(n + 1 for n, _ in outcomes)
             passed = sum(n for n, _ in outcomes) + bonus_passed
             now = time.perf_counter()
-            self._adapt(len(rows), judged, passed, (drafted - started) / max(draft_forwards, 1),
-                        now - drafted, now - started)
+            costs = None if prefilling else (  # a prefill is no measure of a round's cost
+                (drafted - started) / max(draft_forwards, 1), now - drafted, now - started)
+            self._adapt(len(rows), judged, passed, costs)
         self._first = False
         self.rounds += 1
         self._retire()
         return deltas
 
     def _forward(self, keys, tokens: torch.Tensor, logits: dict, fed: dict) -> None:
-        """Append `tokens` (rows, t) to the models `keys`; collect each term's logits per column."""
+        """Append `tokens` (rows, t) to the models `keys`; collect each term's logits per column.
+
+        A model whose prefill was deferred reads its prompts and the tokens in one forward, and
+        also gives the logits after the prompt (so one more column).
+        """
         for key in keys:
             terms = self.groups[key]
-            out = self.batches[key].extend(tokens.repeat(len(terms), 1))
+            rows = tokens.repeat(len(terms), 1)
+            if key in self.deferred:
+                sequences = [p + r for p, r in zip(self.deferred.pop(key), rows.tolist(),
+                                                   strict=True)]
+                out = self.batches[key].prefill(sequences, last=tokens.shape[1] + 1)
+            elif tokens.shape[1]:
+                out = self.batches[key].extend(rows)
+            else:
+                continue
             fed[key] += tokens.shape[1]
             for t, block in zip(terms, out.chunk(len(terms)), strict=True):
                 logits[t].extend(block.unbind(1))
@@ -264,27 +289,33 @@ class SpeculativeDecoder(Decoder):
                 probs[r] = block
         return best, probs
 
-    def _adapt(self, rows: int, judged: int, passed: int, draft_cost: float, fixed_cost: float,
-               seconds: float) -> None:
+    def _adapt(self, rows: int, judged: int, passed: int,
+               costs: tuple[float, float, float] | None) -> None:
         """Pick the k with the most expected tokens per second.
 
         With per-position acceptance a, a round of k drafts yields (1 - a^(k+1)) / (1 - a)
         tokens per row. A round's time is measured for each k tried with this many rows, and
         predicted for the others as (k + a^k) draft forwards plus a fixed part (verifying
         forwards, bookkeeping). All are running averages that favour recent rounds, and a
-        decoder starts from what earlier decoders of its composition learned.
+        decoder starts from what earlier decoders of its composition learned. `costs` (seconds
+        per draft forward, the rest of the round, the whole round) is None for a round whose
+        time says nothing about k.
         """
         learned = self._learned
         learned["judged"] = 0.8 * learned["judged"] + judged
         learned["passed"] = 0.8 * learned["passed"] + passed
         a = min(learned["passed"] / learned["judged"], 0.99)
-        costs = learned["costs"] or (draft_cost, fixed_cost)
-        learned["costs"] = draft, fixed = tuple(
-            0.8 * old + 0.2 * new for old, new in zip(costs, (draft_cost, fixed_cost), strict=True)
-        )
         seen = learned.setdefault("seen", {})  # (rows, k) -> (round seconds, rounds seen)
-        spent, count = seen.get((rows, self.k), (seconds, 0))
-        seen[rows, self.k] = (0.7 * spent + 0.3 * seconds, count + 1)
+        if costs is not None:
+            draft_cost, fixed_cost, seconds = costs
+            old = learned["costs"] or (draft_cost, fixed_cost)
+            learned["costs"] = tuple(0.8 * o + 0.2 * n
+                                     for o, n in zip(old, (draft_cost, fixed_cost), strict=True))
+            spent, count = seen.get((rows, self.k), (seconds, 0))
+            seen[rows, self.k] = (0.7 * spent + 0.3 * seconds, count + 1)
+        if learned["costs"] is None:
+            return  # nothing measured yet: keep k
+        draft, fixed = learned["costs"]
 
         def rate(k: int) -> float:
             spent, count = seen.get((rows, k), (0.0, 0))
