@@ -77,7 +77,7 @@ def child(args):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--new-tokens", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--models", type=Path, default=HERE / "results" / "roofline")
@@ -89,7 +89,7 @@ def main() -> None:
 
     paths = build(args.models)
     sizes = {name: parameters(path) for name, path in paths.items()}
-    console = Console()
+    console = Console(width=max(Console().width, 130))  # a pipe is 80 wide: keep the table whole
     ratio = sizes["large"] / sizes["small"]
     console.print(f"parameters: large {sizes['large'] / 1e6:.1f}M, "
                   f"small {sizes['small'] / 1e6:.1f}M (ratio {ratio:.1f}x)")
@@ -103,7 +103,7 @@ def main() -> None:
                     r = pool.apply(child, ((kind, paths, batch, args.new_tokens, args.threads),))
                     results.setdefault((batch, kind), []).append(r)
     table = Table(title="Up-scaling composition (large + small_tuned - small) vs large alone")
-    for column in ("batch", "large alone tok/s", "composition tok/s", "ratio",
+    for column in ("batch", "large alone tok/s", "composition tok/s", "ratio (per repeat)",
                    "library forwards tok/s", "ratio", "peak RSS large / comp (MB)",
                    "weights large / comp (MB)"):
         table.add_column(column, justify="right")
@@ -117,11 +117,16 @@ def main() -> None:
         peak_c = max(r["peak_rss"] for r in results[(batch, "composition")]) / 2**20
         w_a = results[(batch, "large_alone")][0]["weights"] / 2**20
         w_c = results[(batch, "composition")][0]["weights"] / 2**20
-        table.add_row(str(batch), f"{alone:.1f}", f"{comp:.1f}", f"{comp / alone:.2f}",
+        # Each repeat measured the systems back to back: its own ratio shows the spread.
+        paired = sorted(c["tokens_per_s"] / a["tokens_per_s"] for a, c in zip(
+            results[(batch, "large_alone")], results[(batch, "composition")], strict=True))
+        table.add_row(str(batch), f"{alone:.1f}", f"{comp:.1f}",
+                      f"{comp / alone:.2f} ({paired[0]:.2f}-{paired[-1]:.2f})",
                       f"{library:.1f}", f"{library / alone:.2f}",
                       f"{peak_a:.0f} / {peak_c:.0f}", f"{w_a:.0f} / {w_c:.0f}")
         report.append({"batch": batch, "large_alone_tok_s": alone, "composition_tok_s": comp,
-                       "ratio": comp / alone, "library_forwards_tok_s": library,
+                       "ratio": comp / alone, "ratio_per_repeat": paired,
+                       "library_forwards_tok_s": library,
                        "library_forwards_ratio": library / alone, "peak_rss_mb_large": peak_a,
                        "peak_rss_mb_composition": peak_c, "weights_mb_large": w_a,
                        "weights_mb_composition": w_c})

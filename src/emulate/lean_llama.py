@@ -3,9 +3,9 @@
 Decoding runs one short forward per model per token (per drafted token when speculating), and
 for small models most of a library forward is per-call machinery (mask building, output capture,
 attention dispatch, module hooks) rather than arithmetic. `LeanLlama` runs the same weights and
-rotary embedding with the same KV cache, in the same order of operations, and nothing else. It is
-only used after `LeanLlama.wrap` has checked on a probe that its logits match the model's own
-forward.
+rotary embedding with the same KV cache and the same arithmetic (one fused call where torch has
+one: RMSNorm, grouped-query attention), and nothing else. It is only used after
+`LeanLlama.wrap` has checked on a probe that its logits match the model's own forward.
 """
 
 from __future__ import annotations
