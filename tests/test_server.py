@@ -178,6 +178,32 @@ def test_extra_body_knobs_change_the_output(client, compositions):
                                         weights={"large_base": 0.0, "small_base": 0.0})[0]
 
 
+def test_speculative_requests_decode_exactly(client, compositions, server):
+    """`emulate.speculative` decodes a request speculatively: greedy output is the lockstep
+    output, sampled output the engine's for the same seed; /health counts the drafts."""
+    eft = compositions[EFT]
+    expected = eft.generate([QUESTION], max_new_tokens=20, temperature=0)[0]
+    before = server.health()
+    for speculative in (True, {"draft": "small_helpful", "k": 3, "adaptive": False}):
+        out = client.chat.completions.create(
+            model=EFT, messages=QUESTION, max_tokens=20, temperature=0,
+            extra_body={"emulate": {"speculative": speculative}})
+        assert out.choices[0].message.content == expected
+        assert out.usage.completion_tokens == len(eft.complete(
+            [QUESTION], max_new_tokens=20, temperature=0)[0].token_ids)
+    stream = client.chat.completions.create(
+        model=EFT, messages=QUESTION, max_tokens=20, temperature=0, stream=True,
+        extra_body={"emulate": {"speculative": True}})
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected
+    after = server.health()
+    assert after["drafted"] > before["drafted"]
+    assert after["accepted_drafts"] > before["accepted_drafts"]
+    sampled = client.completions.create(model=EFT, prompt="Ada", max_tokens=10, temperature=1.0,
+                                        seed=3, extra_body={"emulate": {"speculative": True}})
+    engine = eft.complete(["Ada"], max_new_tokens=10, temperature=1.0, seed=3, speculative=True)
+    assert sampled.choices[0].text == engine[0].text
+
+
 def test_n_and_seed_are_reproducible(client):
     def sample(seed):
         out = client.completions.create(model=EFT, prompt="Ada", max_tokens=10, n=3,
@@ -247,8 +273,8 @@ class Slow:
     def __getattr__(self, name):
         return getattr(self._composition, name)
 
-    def decoder(self, prompts, params):
-        decoder = self._composition.decoder(prompts, params)
+    def decoder(self, prompts, params, speculative=None):
+        decoder = self._composition.decoder(prompts, params, speculative)
         step = decoder.step
 
         def slow_step():
@@ -386,6 +412,19 @@ def test_config_errors_name_the_entry(tmp_path):
     with pytest.raises(ConfigError, match="plausibility"):
         parse_config({"compositions": {"x": {"formula": "a", "terms": {"a": "p"},
                                              "defaults": {"plausibility": "b"}}}})
+    for speculative, message in ((True, None), ({"draft": "b"}, "unknown term 'b'"),
+                                 ({"k": 0}, "k must be"), ({"lean": True}, "only draft"),
+                                 ("yes", "must be true")):
+        entry = {"formula": "a", "terms": {"a": "p"}, "defaults": {"speculative": speculative}}
+        if message is None:
+            parse_config({"compositions": {"x": entry}})
+            continue
+        with pytest.raises(ConfigError, match=r"compositions\.x\.defaults\.speculative"):
+            try:
+                parse_config({"compositions": {"x": entry}})
+            except ConfigError as error:
+                assert message in str(error)
+                raise
     toml = tmp_path / "c.toml"
     toml.write_text('[compositions.x]\nformula = "a"\nterms = {a = "some/path"}\n')
     assert load_config(toml).compositions["x"].terms == {"a": ("some/path", "plain")}

@@ -228,11 +228,17 @@ def test_verifying_models_read_the_prompt_with_the_first_block(upscaled, lockste
     from emulate.cached_batch import CachedBatch
 
     calls = []
+
+    def spying(name):
+        original = getattr(CachedBatch, name)
+
+        def spy(self, *args, **kwargs):
+            calls.append((name, self.model))
+            return original(self, *args, **kwargs)
+        return spy
+
     for name in ("prefill", "extend"):
-        def spy(self, *args, _original=getattr(CachedBatch, name), _name=name, **kwargs):
-            calls.append((_name, self.model))
-            return _original(self, *args, **kwargs)
-        monkeypatch.setattr(CachedBatch, name, spy)
+        monkeypatch.setattr(CachedBatch, name, spying(name))
     spec = {"draft": "chat", "k": 3, "adaptive": False}
     decoder = upscaled.decoder(PROMPTS, greedy(upscaled, PROMPTS), spec)
     large = decoder.batches["large"].model

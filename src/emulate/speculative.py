@@ -55,6 +55,26 @@ def speculative_options(value) -> dict:
     )
 
 
+def check_speculative(composition, value) -> dict | None:
+    """The options `value` (None, False, True or a dict) stands for, checked against
+    `composition` without decoding anything: a server raises a decoder's errors (unknown
+    option, bad k, a draft that is no formula over the terms) before a request joins a batch."""
+    if value is None or value is False:
+        return None
+    options = speculative_options(value)
+    check_k(options.get("k", DEFAULT_K), options.get("k_max", K_MAX))
+    draft = options.get("draft") or default_draft(composition)
+    parse_formula(draft, composition.term_names, composition.parameters)
+    return options
+
+
+def check_k(k, k_max) -> None:
+    if (not isinstance(k, int) or isinstance(k, bool) or k < 1 or not isinstance(k_max, int)
+            or k_max < k):
+        raise GenerationParamsError(
+            f"speculative k must be an integer in [1, k_max = {k_max}], got {k!r}")
+
+
 def default_draft(composition) -> str:
     """The smallest positive-weight term not run by the largest model (the small tuned model)."""
     state = _state(composition)
@@ -90,8 +110,7 @@ class SpeculativeDecoder(Decoder):
     def __init__(self, composition, prompts, params: list[SamplingParams],
                  draft: str | None = None, k: int = DEFAULT_K, adaptive: bool = True,
                  k_max: int = K_MAX, lean: bool | str | None = None):
-        if not isinstance(k, int) or k < 1 or not isinstance(k_max, int) or k_max < k:
-            raise GenerationParamsError(f"speculative k must be an integer in [1, k_max], got {k}")
+        check_k(k, k_max)
         self.draft = draft or default_draft(composition)
         self.draft_weights = parse_formula(
             self.draft, composition.term_names, composition.parameters

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from emulate.errors import EmulateError, GenerationParamsError, PromptTooLongError
+from emulate.errors import EmulateError, FormulaError, GenerationParamsError, PromptTooLongError
 from emulate.server.batcher import Batcher, EmptyPromptError, Job, Overloaded
 from emulate.server.config import ServerSettings
 from emulate.server.protocol import (
@@ -133,10 +133,10 @@ def create_app(served: dict[str, Served], settings: ServerSettings | None = None
         chat = kind is ChatRequest
         target = lookup(req.model)
         name = req.model or target.name
-        prompts, params = build_rows(req, target, settings.max_batch, settings.max_n,
-                                     settings.max_prompts)
+        prompts, params, speculative = build_rows(req, target, settings.max_batch,
+                                                  settings.max_n, settings.max_prompts)
         batcher: Batcher = request.app.state.batcher
-        job = Job(name, prompts, params)
+        job = Job(name, prompts, params, speculative)
         prompt_field = "messages" if chat else "prompt"
         try:
             await until(request, batcher.submit(job), batcher, job)
@@ -153,8 +153,9 @@ def create_app(served: dict[str, Served], settings: ServerSettings | None = None
                            headers={"Retry-After": str(exc.retry_after)}) from None
         except PromptTooLongError as exc:
             raise APIError(400, str(exc), prompt_field, "context_length_exceeded") from None
-        except (GenerationParamsError, EmptyPromptError) as exc:
-            param = "emulate" if isinstance(exc, GenerationParamsError) else prompt_field
+        except (GenerationParamsError, FormulaError, EmptyPromptError) as exc:
+            # (a formula here is a speculative draft: the composition's own was checked)
+            param = prompt_field if isinstance(exc, EmptyPromptError) else "emulate"
             raise APIError(400, str(exc), param) from None
         except EmulateError as exc:
             raise APIError(400, str(exc), prompt_field) from None
@@ -257,9 +258,17 @@ def _reject_constant(name: str):
 
 
 def validation_error(errors: list[dict]) -> APIError:
-    """The first pydantic error as a 400 naming the field (`messages[0].content`)."""
-    first = errors[0]
-    parts = [p for p in first.get("loc", ()) if p != "body" and not _union_tag(p)]
+    """The first pydantic error as a 400 naming the field (`messages[0].content`). For a
+    field that may take several shapes, the error from inside the shape the input has (the
+    deepest one) says more than "should be a valid boolean"."""
+
+    def parts_of(error: dict) -> list:
+        return [p for p in error.get("loc", ()) if p != "body" and not _union_tag(p)]
+
+    field = parts_of(errors[0])
+    first = max((e for e in errors if parts_of(e)[: len(field)] == field),
+                key=lambda e: len(parts_of(e)))
+    parts = parts_of(first)
     param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
     message = first.get("msg", "invalid value")
     if first.get("type") == "model_type" and not parts:

@@ -9,6 +9,9 @@ Strategy: continuous batching by merging, with interleaving as the fallback.
 - Rows that cannot share a forward (another composition, or knobs that switch a term off, so the
   decoder runs other models) form their own cohort. Up to `max_cohorts` cohorts are stepped in
   turn, one token each; so a request never waits for another batch to finish.
+- A speculative request (`Job.speculative`) is decoded by a SpeculativeDecoder, which takes no
+  rows in once started (its rows sit at different places of their drafted blocks): speculative
+  requests queued together start a cohort of their own.
 - Each row keeps its own SamplingParams (seed, temperature, stop, budget, weights), so requests
   with different settings share a batch, and a row's output does not depend on its batch-mates.
 
@@ -34,6 +37,7 @@ import torch
 from emulate.decoding import Completion
 from emulate.errors import EmulateError, PromptTooLongError
 from emulate.sampling import SamplingParams
+from emulate.speculative import check_speculative
 from emulate.templates import Prompt
 
 log = logging.getLogger("emulate.server.batcher")
@@ -56,11 +60,13 @@ class EmptyPromptError(EmulateError, ValueError):
 class Job:
     """One API request: `prompts[i]` decoded with `params[i]` (prompts x n rows)."""
 
-    def __init__(self, model: str, prompts: list[Prompt], params: list[SamplingParams]):
+    def __init__(self, model: str, prompts: list[Prompt], params: list[SamplingParams],
+                 speculative: bool | dict | None = None):
         loop = asyncio.get_running_loop()
         self.model = model
         self.prompts = prompts
         self.params = params
+        self.speculative = speculative  # None: lockstep; True or options: speculative decoding
         self.rows = len(prompts)
         self.terms: tuple[str, ...] = ()  # the models its rows need (set when checked)
         self.events: asyncio.Queue = asyncio.Queue()  # (row, text, finish_reason) or Exception
@@ -70,6 +76,15 @@ class Job:
         self.cancelled = False
         self.queued_at = 0.0
         self._remaining = self.rows
+
+    @property
+    def kind(self) -> tuple:
+        """Jobs of one kind can share a decoder: same composition, models and decoding method."""
+        method = None
+        if self.speculative is not None:
+            method = tuple(sorted((self.speculative if isinstance(self.speculative, dict)
+                                   else {}).items()))
+        return self.model, self.terms, method
 
     def deliver(self, row: int, text: str, finish_reason: str | None,
                 completion: Completion | None) -> None:
@@ -99,6 +114,7 @@ class Cohort:
     """One Decoder in flight; its prompt r belongs to owners[r] = (job, the job's row)."""
 
     model: str
+    kind: tuple
     decoder: object
     owners: list[tuple[Job, int]]
     live: set[int] = field(default_factory=set)  # decoder prompts still decoding
@@ -126,7 +142,8 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emulate-engine")
         self._task: asyncio.Task | None = None
         self.stats = {"requests": 0, "completed": 0, "failed": 0, "rejected": 0,
-                      "cancelled_rows": 0, "tokens": 0, "steps": 0, "prefills": 0, "merges": 0}
+                      "cancelled_rows": 0, "tokens": 0, "steps": 0, "prefills": 0, "merges": 0,
+                      "drafted": 0, "accepted_drafts": 0}
         self._reserved = 0  # rows of submitted jobs not yet in a cohort
         self._threads = threads
         self._threads_before = torch.get_num_threads()
@@ -226,10 +243,10 @@ class Batcher:
         """Prefill what waits, in groups that can share a decoder, and merge or start cohorts."""
         blocked: set[tuple] = set()
         while self._waiting:
-            first = next((j for j in self._waiting if (j.model, j.terms) not in blocked), None)
+            first = next((j for j in self._waiting if j.kind not in blocked), None)
             if first is None:
                 return
-            kind = (first.model, first.terms)
+            kind = first.kind
             target = self._open_cohort(kind, first.rows)
             if target is None and len(self._cohorts) >= self.max_cohorts:
                 blocked.add(kind)
@@ -240,7 +257,7 @@ class Batcher:
             room = self.max_batch - (len(target.live) if target else 0)
             taken, rows = [], 0
             for job in self._waiting:
-                if (job.model, job.terms) == kind and rows + job.rows <= room:
+                if job.kind == kind and rows + job.rows <= room:
                     taken.append(job)
                     rows += job.rows
             if not taken:
@@ -254,17 +271,18 @@ class Batcher:
         """Let a trickle of arrivals gather before paying a prefill for them: a prefill costs
         about one step, so merging one row per step would halve the step rate. They join once
         they are a quarter of the running rows, or the oldest has waited `admit_wait` seconds."""
-        jobs = [j for j in self._waiting if (j.model, j.terms) == kind]
+        jobs = [j for j in self._waiting if j.kind == kind]
         rows = sum(j.rows for j in jobs)
         oldest = min(j.queued_at for j in jobs)
         return (rows < self.admit_fraction * len(target.live)
                 and time.monotonic() - oldest < self.admit_wait)
 
     def _open_cohort(self, kind: tuple, rows: int) -> Cohort | None:
-        """A running cohort that `rows` rows of `kind` can join, if one has room."""
+        """A running cohort that `rows` rows of `kind` can join, if one has room. (Speculative
+        decoders take no one in: their rows are in different places of their blocks.)"""
         for cohort in self._cohorts:
             decoder = cohort.decoder
-            if ((cohort.model, tuple(decoder.terms)) == kind and not decoder.done
+            if (cohort.kind == kind and kind[2] is None and not decoder.done
                     and len(cohort.live) + rows <= self.max_batch
                     and len(cohort.owners) < self.max_batch * LIFETIME):
                 return cohort
@@ -275,7 +293,7 @@ class Batcher:
         prompts = [p for job in jobs for p in job.prompts]
         params = [p for job in jobs for p in job.params]
         try:
-            decoder = await self.run(composition.decoder, prompts, params)
+            decoder = await self.run(composition.decoder, prompts, params, jobs[0].speculative)
         except Exception as exc:  # checked at submit, so unexpected: isolate the culprit
             if len(jobs) == 1:
                 jobs[0].fail(exc)
@@ -293,7 +311,7 @@ class Batcher:
             self.stats["merges"] += 1
             target.add(jobs)
         else:
-            target = Cohort(model, decoder, [])
+            target = Cohort(model, jobs[0].kind, decoder, [])
             target.add(jobs)
             self._cohorts.append(target)
         for job in jobs:
@@ -340,6 +358,8 @@ class Batcher:
                 self.stats["completed"] += 1
         if decoder.done:
             self._cohorts.remove(cohort)
+            self.stats["drafted"] += getattr(decoder, "proposed", 0)
+            self.stats["accepted_drafts"] += getattr(decoder, "accepted", 0)
 
 
 def _inference(fn, *args):
@@ -353,6 +373,7 @@ def _check_job(composition, job: Job) -> tuple[str, ...]:
     Returns the terms the job's rows need (as the Decoder picks them): rows that need the same
     terms can share a decoder.
     """
+    check_speculative(composition, job.speculative)
     weights = composition.resolve_weights(job.params[0])
     for prompt in _unique(job.prompts):
         for term in composition.term_names:

@@ -49,6 +49,8 @@ class Defaults:
     top_k: int = 0
     min_p: float = 0.0
     plausibility: str | None = None  # conservative decoding: a term name, or "term:top_p"
+    # Exact speculative decoding unless a request says otherwise: true, or {draft, k, adaptive}.
+    speculative: bool | dict | None = None
     max_tokens_limit: int | None = None  # requests asking more get 400; None = the context
 
 
@@ -162,7 +164,7 @@ def _composition(name: str, body, sources: dict[str, str], base_dir: Path) -> Co
         raise ConfigError(f"{where}.defaults: unknown key(s) {sorted(unknown)}; "
                           f"allowed: {sorted(known)}")
     defaults = Defaults(**defaults)
-    _check_defaults(defaults, terms, f"{where}.defaults")
+    _check_defaults(defaults, terms, parameters, f"{where}.defaults")
     return CompositionSpec(
         name=name, formula=formula, terms=terms,
         parameters={k: float(v) for k, v in parameters.items()},
@@ -170,8 +172,10 @@ def _composition(name: str, body, sources: dict[str, str], base_dir: Path) -> Co
     )
 
 
-def _check_defaults(defaults: Defaults, terms, where: str) -> None:
+def _check_defaults(defaults: Defaults, terms, parameters, where: str) -> None:
+    from emulate.formula import parse_formula
     from emulate.sampling import SamplingParams
+    from emulate.speculative import DEFAULT_K, K_MAX, check_k, speculative_options
 
     for key in ("max_tokens", "max_tokens_limit"):
         value = getattr(defaults, key)
@@ -191,6 +195,20 @@ def _check_defaults(defaults: Defaults, terms, where: str) -> None:
         if term not in terms:
             raise ConfigError(f"{where}.plausibility names unknown term {term!r}; "
                               f"terms are {sorted(terms)}")
+    if defaults.speculative not in (None, False):
+        where_spec = f"{where}.speculative"
+        _expect(defaults.speculative, (bool, dict), where_spec, "true or {draft, k, adaptive}")
+        try:
+            options = speculative_options(defaults.speculative)
+            if set(options) - {"draft", "k", "adaptive"}:
+                raise ConfigError(f"{where_spec}: only draft, k and adaptive can be set here")
+            check_k(options.get("k", DEFAULT_K), K_MAX)
+            if options.get("draft") is not None:
+                parse_formula(options["draft"], list(terms), parameters)
+        except ConfigError:
+            raise
+        except EmulateError as exc:
+            raise ConfigError(f"{where_spec}: {exc}") from None
 
 
 def _settings(body) -> ServerSettings:
@@ -218,6 +236,7 @@ def build_compositions(config: ServerConfig) -> dict:
     """Load every checkpoint once and build one Composition per entry."""
     from emulate.composition import Composition
     from emulate.loading import load_model
+    from emulate.speculative import check_speculative
 
     settings = config.server
     loaded: dict[str, object] = {}
@@ -233,6 +252,7 @@ def build_compositions(config: ServerConfig) -> dict:
                 spec.formula, models, {t: tpl for t, (_, tpl) in spec.terms.items()},
                 device=settings.device, dtype=settings.dtype, parameters=spec.parameters,
             )
+            check_speculative(built[name], spec.defaults.speculative)  # e.g. no small draft
         except EmulateError as exc:
             raise ConfigError(f"compositions.{name}: {exc}") from None
     return built

@@ -6,7 +6,8 @@ Fields vLLM adds (`top_k`, `min_p`, `ignore_eos`) are accepted; fields this serv
 knobs travel in an `emulate` object, which the official client sends through `extra_body`:
 
     {"emulate": {"parameters": {"beta": 1.5}, "weights": {"small_base": -0.5},
-                 "plausibility": {"term": "large_base", "top_p": 0.9}}}
+                 "plausibility": {"term": "large_base", "top_p": 0.9},
+                 "speculative": {"draft": "small_helpful", "k": 4}}}
 
 `{"emulate": {"beta": 1.5}}` is shorthand: a key naming a parameter sets it, one naming a term
 sets that term's weight.
@@ -63,6 +64,19 @@ class PlausibilityOptions(_Strict):
     min_p: float = Field(0.0, ge=0, lt=1)
 
 
+class SpeculativeOptions(BaseModel):
+    """Exact speculative decoding for this request (`true` takes the defaults)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    draft: str | None = None  # a term or a formula of terms; default: the small tuned term
+    k: int | None = Field(None, ge=1, le=16)  # drafts per round to start from
+    adaptive: bool | None = None  # adapt k to the measured acceptance (default) or keep it
+
+    def options(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
 class EmulateOptions(BaseModel):
     """Per-request composition knobs; extra keys are `{name: number}` shorthand."""
 
@@ -71,6 +85,7 @@ class EmulateOptions(BaseModel):
     parameters: dict[str, float] = Field(default_factory=dict)
     weights: dict[str, float] = Field(default_factory=dict)
     plausibility: str | PlausibilityOptions | None = None
+    speculative: bool | SpeculativeOptions | None = None
 
     @model_validator(mode="after")
     def _shorthand_numbers(self):

@@ -19,6 +19,7 @@ from emulate.server.protocol import (
     CompletionRequest,
     EmulateOptions,
     PlausibilityOptions,
+    SpeculativeOptions,
     chat_choice,
     chat_delta,
     completion_choice,
@@ -41,8 +42,9 @@ class Served:
 
 
 def build_rows(request: CompletionRequest | ChatRequest, served: Served, max_batch: int,
-               max_n: int, max_prompts: int) -> tuple[list, list[SamplingParams]]:
-    """The request's prompts and per-row SamplingParams; APIError (400) naming a bad field."""
+               max_n: int, max_prompts: int) -> tuple[list, list[SamplingParams], dict | None]:
+    """The request's prompts, per-row SamplingParams and speculative options (None: lockstep);
+    APIError (400) naming a bad field."""
     refused = request.unsupported()
     if refused:
         raise APIError(400, f"{refused[0]} is not supported by this server", refused[0],
@@ -92,7 +94,12 @@ def build_rows(request: CompletionRequest | ChatRequest, served: Served, max_bat
                 params.append(SamplingParams(seed=seed, **common))
             except GenerationParamsError as exc:
                 raise APIError(400, str(exc), None) from None
-    return rows, params
+    speculative = defaults.speculative
+    if request.emulate is not None and request.emulate.speculative is not None:
+        speculative = request.emulate.speculative
+    if isinstance(speculative, SpeculativeOptions):
+        speculative = speculative.options() or True
+    return rows, params, (None if speculative in (None, False) else speculative)
 
 
 def _pick(value, default):
