@@ -12,7 +12,6 @@ import json
 import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import openai
@@ -22,11 +21,8 @@ from server_cases import BAD_REQUESTS, COMP, EFT, MSG, PLAIN
 
 from emulate.server import ServerSettings, create_app
 from emulate.server.config import (
-    ConfigError,
     build_compositions,
     load_config,
-    parse_config,
-    world_config,
 )
 from emulate.server.translate import Served
 
@@ -380,51 +376,3 @@ def test_merged_rows_decode_as_if_alone():
     assert decoder.completion(0).finish_reason == "cancelled"
     assert [decoder.completion(i).token_ids for i in (1, 2)] == alone[0][1:]
     assert [decoder.completion(offset + i).token_ids for i in (0, 1)] == alone[1]
-
-
-def test_serve_command_reports_a_bad_config(tmp_path):
-    from typer.testing import CliRunner
-
-    from emulate.cli import app
-
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(f"compositions: {{x: {{formula: 'a', terms: {{a: {tmp_path}}}}}}}\n")
-    for args in (["--config", str(tmp_path / "missing.yaml")], ["--config", str(bad)]):
-        result = CliRunner().invoke(app, ["serve", *args])
-        assert result.exit_code == 2 and "error" in result.output
-
-
-def test_world_config_serves_the_up_scaled_composition(micro_world):
-    spec = world_config(micro_world).compositions["toy-eft"]
-    assert spec.formula == "large_base + beta*(small_helpful - small_base)"
-    assert {template for _, template in spec.terms.values()} == {"chat"}
-    assert all(Path(path, "config.json").exists() for path, _ in spec.terms.values())
-
-
-def test_config_errors_name_the_entry(tmp_path):
-    with pytest.raises(ConfigError, match="compositions"):
-        parse_config({"models": {}})
-    with pytest.raises(ConfigError, match=r"compositions\.x\.formula"):
-        parse_config({"compositions": {"x": {"terms": {"a": "p"}}}})
-    with pytest.raises(ConfigError, match="server.max_batch"):
-        parse_config({"compositions": {"x": {"formula": "a", "terms": {"a": "p"}}},
-                      "server": {"max_batch": 0}})
-    with pytest.raises(ConfigError, match="plausibility"):
-        parse_config({"compositions": {"x": {"formula": "a", "terms": {"a": "p"},
-                                             "defaults": {"plausibility": "b"}}}})
-    for speculative, message in ((True, None), ({"draft": "b"}, "unknown term 'b'"),
-                                 ({"k": 0}, "k must be"), ({"lean": True}, "only draft"),
-                                 ("yes", "must be true")):
-        entry = {"formula": "a", "terms": {"a": "p"}, "defaults": {"speculative": speculative}}
-        if message is None:
-            parse_config({"compositions": {"x": entry}})
-            continue
-        with pytest.raises(ConfigError, match=r"compositions\.x\.defaults\.speculative"):
-            try:
-                parse_config({"compositions": {"x": entry}})
-            except ConfigError as error:
-                assert message in str(error)
-                raise
-    toml = tmp_path / "c.toml"
-    toml.write_text('[compositions.x]\nformula = "a"\nterms = {a = "some/path"}\n')
-    assert load_config(toml).compositions["x"].terms == {"a": ("some/path", "plain")}

@@ -58,13 +58,22 @@ def speculative_options(value) -> dict:
 def check_speculative(composition, value) -> dict | None:
     """The options `value` (None, False, True or a dict) stands for, checked against
     `composition` without decoding anything: a server raises a decoder's errors (unknown
-    option, bad k, a draft that is no formula over the terms) before a request joins a batch."""
+    option, bad k, a draft that is no formula over the terms, no draft at all) before a request
+    joins a batch."""
+    options = check_speculative_options(value, composition.term_names, composition.parameters)
+    if options is not None and not options.get("draft"):
+        default_draft(composition)
+    return options
+
+
+def check_speculative_options(value, term_names, parameters) -> dict | None:
+    """`check_speculative` for what can be checked without the models (a config file)."""
     if value is None or value is False:
         return None
     options = speculative_options(value)
     check_k(options.get("k", DEFAULT_K), options.get("k_max", K_MAX))
-    draft = options.get("draft") or default_draft(composition)
-    parse_formula(draft, composition.term_names, composition.parameters)
+    if options.get("draft"):
+        parse_formula(options["draft"], term_names, parameters)
     return options
 
 

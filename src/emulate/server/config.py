@@ -173,9 +173,8 @@ def _composition(name: str, body, sources: dict[str, str], base_dir: Path) -> Co
 
 
 def _check_defaults(defaults: Defaults, terms, parameters, where: str) -> None:
-    from emulate.formula import parse_formula
     from emulate.sampling import SamplingParams
-    from emulate.speculative import DEFAULT_K, K_MAX, check_k, speculative_options
+    from emulate.speculative import check_speculative_options
 
     for key in ("max_tokens", "max_tokens_limit"):
         value = getattr(defaults, key)
@@ -198,15 +197,11 @@ def _check_defaults(defaults: Defaults, terms, parameters, where: str) -> None:
     if defaults.speculative not in (None, False):
         where_spec = f"{where}.speculative"
         _expect(defaults.speculative, (bool, dict), where_spec, "true or {draft, k, adaptive}")
+        if isinstance(defaults.speculative, dict) and (
+                set(defaults.speculative) - {"draft", "k", "adaptive"}):
+            raise ConfigError(f"{where_spec}: only draft, k and adaptive can be set here")
         try:
-            options = speculative_options(defaults.speculative)
-            if set(options) - {"draft", "k", "adaptive"}:
-                raise ConfigError(f"{where_spec}: only draft, k and adaptive can be set here")
-            check_k(options.get("k", DEFAULT_K), K_MAX)
-            if options.get("draft") is not None:
-                parse_formula(options["draft"], list(terms), parameters)
-        except ConfigError:
-            raise
+            check_speculative_options(defaults.speculative, list(terms), parameters)
         except EmulateError as exc:
             raise ConfigError(f"{where_spec}: {exc}") from None
 
