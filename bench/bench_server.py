@@ -4,7 +4,9 @@ Run by hand: `python bench/bench_server.py` (serves the micro toy world, buildin
 use), `--world DIR` (a built world) or `--config FILE --model NAME`. Starts the server as a
 subprocess on a free 127.0.0.1 port, takes every prompt's greedy completion from the idle server
 as the reference, then runs phases of C concurrent streaming clients sharing R requests (C=1 is
-the one-at-a-time baseline).
+the one-at-a-time baseline), and one client again with speculative decoding
+(`emulate.speculative`): its median latency against the lockstep one-client phase of the same
+repeat.
 Each response must end with `[DONE]`, carry a finish reason and equal its reference text, or it
 counts as lost or corrupted. Bounded: R requests per phase and a deadline per phase.
 Prints a table and writes bench/results/server.json.
@@ -74,9 +76,12 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 600) -> Non
     raise SystemExit("the server did not come up")
 
 
-def body(args, prompt: str, stream: bool) -> dict:
-    return {"model": args.model, "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": args.max_tokens, "temperature": 0, "stream": stream}
+def body(args, prompt: str, stream: bool, speculative: bool = False) -> dict:
+    payload = {"model": args.model, "messages": [{"role": "user", "content": prompt}],
+               "max_tokens": args.max_tokens, "temperature": 0, "stream": stream}
+    if speculative:
+        payload["emulate"] = {"speculative": True}
+    return payload
 
 
 class Connection:
@@ -119,14 +124,16 @@ class Connection:
             self.reader = self.writer = None
 
 
-async def one_request(connection: Connection, args, prompt: str) -> dict:
+async def one_request(connection: Connection, args, prompt: str,
+                      speculative: bool = False) -> dict:
     """Stream one chat completion; time to first token, latency, text, and how it ended."""
     start = time.perf_counter()
     first = None
     text, finish, done, status, buffer = [], None, False, None, b""
     try:
         async for status, chunk in connection.post_stream("/v1/chat/completions",
-                                                          body(args, prompt, True)):
+                                                          body(args, prompt, True,
+                                                               speculative)):
             if chunk is None or status != 200:
                 continue
             buffer += chunk
@@ -162,7 +169,8 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-async def phase(url: str, args, clients: int, requests: int, expected: dict) -> dict:
+async def phase(url: str, args, clients: int, requests: int, expected: dict,
+                speculative: bool = False) -> dict:
     """`clients` concurrent clients take the next request until `requests` have been sent."""
     results: list[dict] = []
     counter = iter(range(requests))
@@ -175,8 +183,8 @@ async def phase(url: str, args, clients: int, requests: int, expected: dict) -> 
                 break
             prompt = PROMPTS[i % len(PROMPTS)]
             try:
-                result = await asyncio.wait_for(one_request(connection, args, prompt),
-                                                args.timeout)
+                result = await asyncio.wait_for(
+                    one_request(connection, args, prompt, speculative), args.timeout)
             except TimeoutError:
                 await connection.close()
                 result = {"status": None, "error": "timed out"}
@@ -200,7 +208,8 @@ async def phase(url: str, args, clients: int, requests: int, expected: dict) -> 
     latencies = sorted(r["latency"] for r in good)
     ttfts = sorted(r["ttft"] for r in good)
     return {
-        "clients": clients, "requests": requests, "sent": len(results), "completed": len(good),
+        "clients": clients, "speculative": speculative, "requests": requests,
+        "sent": len(results), "completed": len(good),
         "errors": len(results) - len(ok), "lost": len(lost), "corrupted": len(corrupted),
         "unsent": requests - len(results), "wall_s": round(wall, 2),
         "throughput_rps": round(len(good) / wall, 2),
@@ -233,8 +242,11 @@ async def run(url: str, args) -> dict:
     phases = []
     for repeat in range(args.repeats):  # the machine's load drifts: each repeat has its own base
         base = await phase(url, args, 1, args.baseline_requests, expected)
-        rounds = [base] + [await phase(url, args, c, args.requests, expected)
-                           for c in args.clients]
+        speculative = await phase(url, args, 1, args.baseline_requests, expected, True)
+        speculative["latency_ratio"] = round(
+            base["p50_latency_ms"] / speculative["p50_latency_ms"], 2)
+        rounds = [base, speculative] + [await phase(url, args, c, args.requests, expected)
+                                        for c in args.clients]
         for p in rounds:
             p["repeat"] = repeat
             p["speedup_vs_one_client"] = round(p["throughput_rps"] / base["throughput_rps"], 2)
@@ -248,6 +260,12 @@ async def run(url: str, args) -> dict:
             "errors": sum(p["errors"] for p in phases if p["clients"] == c),
         }
         for c in args.clients
+    }
+    spec = [p for p in phases if p["speculative"]]
+    summary["speculative, 1"] = {
+        "median_latency_ratio": statistics.median(p["latency_ratio"] for p in spec),
+        "lost_or_corrupted": sum(p["lost"] + p["corrupted"] for p in spec),
+        "errors": sum(p["errors"] for p in spec),
     }
     return {"expected_chars": {p: len(t) for p, t in expected.items()}, "phases": phases,
             "summary": summary}
@@ -295,6 +313,11 @@ def main() -> None:
     report["settings"] = {k: v for k, v in vars(args).items() if k not in ("out", "server_pid")}
     print_table(report["phases"])
     for clients, figures in report["summary"].items():
+        if "median_latency_ratio" in figures:
+            print(f"one speculative client: median latency {figures['median_latency_ratio']:.2f}x "
+                  f"lower than lockstep, {figures['lost_or_corrupted']} lost or corrupted "
+                  f"(greedy: its texts must equal lockstep's), {figures['errors']} errors")
+            continue
         print(f"{clients:>3} clients: median speedup {figures['median_speedup']:.2f}x over one "
               f"client, {figures['lost_or_corrupted']} lost or corrupted, "
               f"{figures['errors']} errors")
@@ -304,11 +327,11 @@ def main() -> None:
 
 
 def print_table(phases: list[dict]) -> None:
-    columns = ("repeat", "clients", "sent", "completed", "errors", "lost", "corrupted",
-               "p50_latency_ms", "p99_latency_ms", "p50_ttft_ms", "p99_ttft_ms", "throughput_rps",
-               "speedup_vs_one_client", "rows_per_step", "wall_s", "server_cpu_s",
+    columns = ("repeat", "clients", "speculative", "sent", "completed", "errors", "lost",
+               "corrupted", "p50_latency_ms", "p99_latency_ms", "p50_ttft_ms", "p99_ttft_ms",
+               "throughput_rps", "speedup_vs_one_client", "rows_per_step", "wall_s", "server_cpu_s",
                "client_cpu_s")
-    heads = ("rep", "clients", "sent", "ok", "err", "lost", "corrupt", "p50 ms", "p99 ms",
+    heads = ("rep", "clients", "spec", "sent", "ok", "err", "lost", "corrupt", "p50 ms", "p99 ms",
              "p50 ttft", "p99 ttft", "req/s", "speedup", "rows/step", "wall s", "srv cpu",
              "cli cpu")
     rows = [[str(p[c]) for c in columns] for p in phases]
