@@ -55,3 +55,12 @@ def test_config_errors_name_the_entry(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('[compositions.x]\nformula = "a"\nterms = {a = "some/path"}\n')
     assert load_config(toml).compositions["x"].terms == {"a": ("some/path", "plain")}
+
+
+def test_the_example_config_parses():
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "examples" / "llama2-upscale.yaml")
+    eft = config.compositions["llama-2-70b-eft-chat"]
+    assert eft.terms["large"] == ("meta-llama/Llama-2-70b-hf", "chat")  # a hub id, not a path
+    assert config.compositions["llama-2-7b-disaligned"].parameters == {"alpha": 0.5}
+    assert (config.server.device, config.server.dtype) == ("cuda", "bfloat16")
