@@ -17,11 +17,12 @@ from collections.abc import Iterator, Mapping
 import torch
 
 from emulate.decoding import Completion, Decoder, Delta
+from emulate.drafting import speculative_options
 from emulate.errors import FormulaError, GenerationParamsError, TemplateError
 from emulate.formula import parse_formula
 from emulate.loading import LoadedModel, load_model, shared_vocab_size
 from emulate.sampling import Plausibility, SamplingParams
-from emulate.speculative import SpeculativeDecoder, speculative_options
+from emulate.speculative import SpeculativeDecoder
 from emulate.templates import Prompt, Template
 
 

@@ -21,91 +21,16 @@ row kept are cropped from the caches, so no forward is ever redone.
 from __future__ import annotations
 
 import time
-import weakref
-from collections.abc import Mapping
 
 import torch
 
 from emulate.cached_batch import CachedBatch
 from emulate.combine import compose_logprobs
 from emulate.decoding import Decoder, Delta
-from emulate.errors import GenerationParamsError
+from emulate.drafting import DEFAULT_K, K_MAX, check_k, composition_state, default_draft
 from emulate.formula import parse_formula
 from emulate.lean_llama import LeanLlama
 from emulate.sampling import SamplingParams, filter_logprobs
-
-DEFAULT_K = 4
-K_MAX = 16
-
-
-def speculative_options(value) -> dict:
-    """`True` or {"draft": NAME or FORMULA, "k": K, "adaptive": bool, "k_max": N} -> kwargs."""
-    if value is True:
-        return {}
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"draft", "k", "adaptive", "k_max", "lean"}
-        if unknown:
-            raise GenerationParamsError(
-                f"unknown speculative option(s) {sorted(unknown)}; "
-                "use draft, k, adaptive, k_max, lean"
-            )
-        return {key: v for key, v in value.items() if v is not None}
-    raise GenerationParamsError(
-        f"speculative must be True or a dict like {{'draft': 'chat_small', 'k': 4}}, got {value!r}"
-    )
-
-
-def check_speculative(composition, value) -> dict | None:
-    """The options `value` (None, False, True or a dict) stands for, checked against
-    `composition` without decoding anything: a server raises a decoder's errors (unknown
-    option, bad k, a draft that is no formula over the terms, no draft at all) before a request
-    joins a batch."""
-    options = check_speculative_options(value, composition.term_names, composition.parameters)
-    if options is not None and not options.get("draft"):
-        default_draft(composition)
-    return options
-
-
-def check_speculative_options(value, term_names, parameters) -> dict | None:
-    """`check_speculative` for what can be checked without the models (a config file)."""
-    if value is None or value is False:
-        return None
-    options = speculative_options(value)
-    check_k(options.get("k", DEFAULT_K), options.get("k_max", K_MAX))
-    if options.get("draft"):
-        parse_formula(options["draft"], term_names, parameters)
-    return options
-
-
-def check_k(k, k_max) -> None:
-    if (not isinstance(k, int) or isinstance(k, bool) or k < 1 or not isinstance(k_max, int)
-            or k_max < k):
-        raise GenerationParamsError(
-            f"speculative k must be an integer in [1, k_max = {k_max}], got {k!r}")
-
-
-def default_draft(composition) -> str:
-    """The smallest positive-weight term not run by the largest model (the small tuned model)."""
-    state = _state(composition)
-    if "default_draft" not in state:
-        state["default_draft"] = _smallest_tuned(composition)
-    return state["default_draft"]
-
-
-def _smallest_tuned(composition) -> str:
-    weights = composition.resolve_weights()
-    sizes = {
-        t: sum(p.numel() for p in composition.loaded[composition.model_key(t)].model.parameters())
-        for t in composition.term_names
-    }
-    largest = max(sizes.values())
-    candidates = [t for t in composition.term_names if weights[t] > 0 and sizes[t] < largest]
-    if not candidates:
-        raise GenerationParamsError(
-            "speculative decoding needs a draft smaller than the largest model, and no "
-            "positive-weight term is; name one with speculative={'draft': TERM}"
-        )
-    return min(candidates, key=lambda t: (sizes[t], -weights[t]))
 
 
 class SpeculativeDecoder(Decoder):
@@ -132,8 +57,8 @@ class SpeculativeDecoder(Decoder):
         self.k, self.k_max, self.adaptive = k, k_max, adaptive
         self.proposed = self.accepted = self.rounds = 0
         # What earlier decoders of this composition and draft learned (a prior otherwise).
-        self._learned = _state(composition).setdefault(self.draft, {"judged": 4.0, "passed": 3.0,
-                                                                    "costs": None, "k": k})
+        self._learned = composition_state(composition).setdefault(
+            self.draft, {"judged": 4.0, "passed": 3.0, "costs": None, "k": k})
         if adaptive:
             self.k = min(self._learned["k"], k_max)
         self._first = True  # self.logits hold the drafts' next-token logits after prefill
@@ -351,14 +276,6 @@ class SpeculativeDecoder(Decoder):
             return (1 - a ** (k + 1)) / (1 - a) / cost
 
         self.k = learned["k"] = max(range(1, self.k_max + 1), key=rate)
-
-
-_states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _state(composition) -> dict:
-    """Per-composition memory: its default draft, and per draft what adaptive k learned."""
-    return _states.setdefault(composition, {})
 
 
 def _verdict(params: SamplingParams, x: int, best, p, q, generator) -> int | None:

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 import torch
 
 from emulate.decoding import Completion
+from emulate.drafting import check_speculative
 from emulate.errors import EmulateError, PromptTooLongError
 from emulate.sampling import SamplingParams
-from emulate.speculative import check_speculative
 from emulate.templates import Prompt
 
 log = logging.getLogger("emulate.server.batcher")

@@ -173,8 +173,8 @@ def _composition(name: str, body, sources: dict[str, str], base_dir: Path) -> Co
 
 
 def _check_defaults(defaults: Defaults, terms, parameters, where: str) -> None:
+    from emulate.drafting import check_speculative_options
     from emulate.sampling import SamplingParams
-    from emulate.speculative import check_speculative_options
 
     for key in ("max_tokens", "max_tokens_limit"):
         value = getattr(defaults, key)
@@ -230,8 +230,8 @@ def _settings(body) -> ServerSettings:
 def build_compositions(config: ServerConfig) -> dict:
     """Load every checkpoint once and build one Composition per entry."""
     from emulate.composition import Composition
+    from emulate.drafting import check_speculative
     from emulate.loading import load_model
-    from emulate.speculative import check_speculative
 
     settings = config.server
     loaded: dict[str, object] = {}
