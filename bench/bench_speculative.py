@@ -116,7 +116,8 @@ def grow(small, config, noise: float, seed: int = 0):
 
 
 def setup(name: str, world: str | None):
-    """(models {term: path}, formula, templates, prompts, generation kwargs)."""
+    """(models {term: path}, formula, templates, prompts, a warm-up prompt not among them,
+    generation kwargs)."""
     if name == "toy":
         from emulate.world import load_world
         from emulate.world.corpus import eval_questions
@@ -126,38 +127,27 @@ def setup(name: str, world: str | None):
                      for q in eval_questions(info.world, group)]
         models = {m: str(info.members[m]) for m in ("large_base", "small_helpful", "small_base")}
         return (models, "large_base + small_helpful - small_base", dict.fromkeys(models, "chat"),
-                questions[::7], {"max_new_tokens": 16, "ignore_eos": True})
+                questions[::7], questions[3], {"max_new_tokens": 16, "ignore_eos": True})
     from roofline import PROMPTS
 
     models = build_roofline(RESULTS / "roofline_spec")
     models = {"large": models["large"], "small_tuned": models["small_tuned"],
               "small": models["small"]}
-    return models, "large + small_tuned - small", {}, PROMPTS, {
+    return models, "large + small_tuned - small", {}, PROMPTS, "A few words to warm up:", {
         "max_new_tokens": 32, "ignore_eos": True}
 
 
 # --- one measurement, in its own process -----------------------------------------------------
 
 
-def measure(job: dict) -> dict:
+def runner(kind: str, job: dict, composition, generation, stats: dict):
+    """run(chunk, seed) -> tokens generated, for one system; speculative ones add to stats."""
     import torch
-    from transformers.utils import logging
 
-    from emulate import Composition
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-    torch.set_num_threads(job["threads"])
-    models, formula, templates, prompts, generation = setup(job["setup"], job["world"])
-    batch, temperature = job["batch"], job["temperature"]
-    prompts = prompts[: job["prompts"]]
-    chunks = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
-    composition = Composition(formula, models, templates=templates)
-    large = next(iter(models))
-    stats = {"proposed": 0, "accepted": 0, "rounds": 0}
-
-    if job["kind"] == "large_alone":
-        model = composition.loaded[large].model
+    temperature = job["temperature"]
+    if kind == "large_alone":
+        large = composition.term_names[0]
+        model = composition.loaded[composition.model_key(large)].model
         eos = sorted(composition.eos_token_ids)
 
         def run(chunk, seed):
@@ -178,23 +168,53 @@ def measure(job: dict) -> dict:
                 return sum(map(len, new))
             return sum(next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
                        for row in new)
-    else:
-        composition.lean = job["kind"] != "lockstep_library"
-        speculative = None
-        if job["kind"] == "speculative":
-            speculative = {"k": job["k"], "adaptive": job["adaptive"], "lean": job["lean"]}
 
-        def run(chunk, seed):
-            params = composition.sampling_params(chunk, temperature=temperature, seed=seed,
-                                                 **generation)
-            decoder = composition.decoder(chunk, params, speculative)
-            while not decoder.done:
-                decoder.step()
-            for key in stats:
-                stats[key] += getattr(decoder, key, 0)
-            return sum(len(decoder.completion(i).token_ids) for i in range(len(chunk)))
+        return run
+    speculative = None
+    if kind.startswith("speculative"):
+        speculative = {"k": job["k"], "adaptive": job["adaptive"], "lean": job["lean"],
+                       "lookup": kind != "speculative_no_lookup" and job["lookup"]}
+    lean = kind != "lockstep_library"
 
-    run(chunks[0][:1], 0)  # warm-up
+    def run(chunk, seed):
+        composition.lean = lean
+        params = composition.sampling_params(chunk, temperature=temperature, seed=seed,
+                                             **generation)
+        decoder = composition.decoder(chunk, params, speculative)
+        while not decoder.done:
+            decoder.step()
+        for key in stats:
+            stats[key] += getattr(decoder, key, 0)
+        return sum(len(decoder.completion(i).token_ids) for i in range(len(chunk)))
+
+    return run
+
+
+def load(job: dict):
+    """(composition, chunks of measured prompts, warm-up chunk, generation kwargs)."""
+    import torch
+    from transformers.utils import logging
+
+    from emulate import Composition
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    torch.set_num_threads(job["threads"])
+    models, formula, templates, prompts, warmup, generation = setup(job["setup"], job["world"])
+    batch = job["batch"]
+    prompts = prompts[: job["prompts"]]
+    chunks = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
+    composition = Composition(formula, models, templates=templates)
+    # Warm-up on a prompt not measured: the draft's lookup must not have seen the answers.
+    return composition, chunks, [warmup] * len(chunks[0]), generation
+
+
+def measure(job: dict) -> dict:
+    """One system on every prompt, after a warm-up."""
+    composition, chunks, warmup, generation = load(job)
+    stats = {"proposed": 0, "accepted": 0, "rounds": 0, "draft_forwards": 0}
+    run = runner(job["kind"], job, composition, generation, stats)
+    run(warmup, 0)
     for key in stats:
         stats[key] = 0
     tokens, start, cpu = 0, time.perf_counter(), time.process_time()
@@ -203,21 +223,69 @@ def measure(job: dict) -> dict:
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB on Linux
     return {**job, "tokens": tokens, "seconds": seconds, "cpu_seconds": cpu,
-            "wall_tokens_per_s": tokens / seconds, "cpu_tokens_per_s": tokens / cpu,
-            "tokens_per_s": tokens / (cpu if job["clock"] == "cpu" else seconds),
-            "peak_rss_mb": peak, **stats,
+            **rates(tokens, seconds, cpu, job["clock"]), "peak_rss_mb": peak, **stats,
+            "draft_forwards_per_token": stats["draft_forwards"] * job["batch"] / tokens,
             "acceptance": stats["accepted"] / stats["proposed"] if stats["proposed"] else None}
+
+
+def rates(tokens: int, seconds: float, cpu: float, clock: str) -> dict:
+    return {"wall_tokens_per_s": tokens / seconds, "cpu_tokens_per_s": tokens / cpu,
+            "tokens_per_s": tokens / (cpu if clock == "cpu" else seconds)}
+
+
+def measure_interleaved(job: dict) -> list[dict]:
+    """Every system of MAIN in one process, taking turns on each batch of prompts (order
+    rotating), so a slow minute on a shared machine slows them all: the ratios of these
+    totals are the least noisy this machine gives. Each pass starts from the lookup history
+    the warm-up left (a prompt's answer is never guessed from an earlier pass)."""
+    import copy
+
+    from emulate.drafting import composition_state
+
+    composition, chunks, warmup, generation = load(job)
+    out = []
+    stats = {kind: {"proposed": 0, "accepted": 0, "rounds": 0, "draft_forwards": 0}
+             for kind in MAIN}
+    runs = {kind: runner(kind, job, composition, generation, stats[kind]) for kind in MAIN}
+    for run in runs.values():
+        run(warmup, 0)
+    state = composition_state(composition)
+    history = copy.deepcopy(state["history"])
+    for repeat in range(job["passes"]):
+        state["history"] = copy.deepcopy(history)
+        for kind in MAIN:
+            stats[kind].update(dict.fromkeys(stats[kind], 0))
+        totals = {kind: [0, 0.0, 0.0] for kind in MAIN}  # tokens, wall, cpu
+        for n, chunk in enumerate(chunks):
+            for i in range(len(MAIN)):
+                kind = MAIN[(n + i) % len(MAIN)]
+                start, cpu = time.perf_counter(), time.process_time()
+                tokens = runs[kind](chunk, 1000 + 100 * n)
+                total = totals[kind]
+                total[0] += tokens
+                total[1] += time.perf_counter() - start
+                total[2] += time.process_time() - cpu
+        for kind in MAIN:
+            tokens, seconds, cpu = totals[kind]
+            s = stats[kind]
+            out.append({**job, "kind": kind, "label": f"{kind} (interleaved)", "repeat": repeat,
+                        "tokens": tokens, **rates(tokens, seconds, cpu, job["clock"]), **s,
+                        "draft_forwards_per_token": s["draft_forwards"] * job["batch"] / tokens,
+                        "acceptance": s["accepted"] / s["proposed"] if s["proposed"] else None})
+    return out
 
 
 def child(jobs: list[dict]) -> list[dict]:
     """Run `jobs` in this (fresh) process; the peak RSS of a one-job process is that job's."""
     sys.path.insert(0, str(HERE))
-    return [measure(job) for job in jobs]
+    return [r for job in jobs
+            for r in (measure_interleaved(job) if job["kind"] == "interleaved"
+                      else [measure(job)])]
 
 
 # --- the run -----------------------------------------------------------------------------------
 
-MAIN = ("large_alone", "lockstep", "speculative")
+MAIN = ("large_alone", "lockstep", "speculative", "speculative_no_lookup")
 
 
 def main() -> None:
@@ -229,9 +297,13 @@ def main() -> None:
                         help="tokens per second of process CPU time (robust on a machine shared "
                              "with other jobs; one thread) or of wall time")
     parser.add_argument("--repeats", type=int, default=2,
-                        help="interleaved repeats; the table shows the best (least disturbed)")
+                        help="repeats of the one-process-per-measurement table and of the sweep; "
+                             "they show the best (least disturbed)")
+    parser.add_argument("--passes", type=int, default=3,
+                        help="passes over the prompts of the interleaved measurement (its ratios "
+                             "are paired within a pass; the table shows their median)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8, 12])
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 12, 16])
     parser.add_argument("--toy-prompts", type=int, default=16)
     parser.add_argument("--roofline-prompts", type=int, default=3,
                         help="prompts at batch 1 (batch b runs max(b, this) prompts)")
@@ -259,12 +331,15 @@ def main() -> None:
         prompts = args.toy_prompts if name == "toy" else max(batch, args.roofline_prompts)
         return {"setup": name, "world": args.world, "threads": args.threads, "clock": args.clock,
                 "k": 4,
-                "adaptive": True, "lean": True, "prompts": prompts, "batch": batch,
+                "adaptive": True, "lean": True, "lookup": True, "prompts": prompts, "batch": batch,
                 "temperature": temperature, **extra}
 
+    # The ratios: every system in one process, taking turns prompt by prompt.
+    interleaved_jobs = [[base(name, batch, t, kind="interleaved", passes=args.passes)]
+                        for name in setups for t in (0.0, 1.0) for batch in args.batches]
     # Main table: one process per measurement (peak RSS), repeats interleaved.
-    main_jobs = [[base(name, batch, t, kind=kind, label=kind)]
-                 for _ in range(args.repeats) for name in setups for t in (0.0, 1.0)
+    main_jobs = [[base(name, batch, t, kind=kind, label=kind, repeat=repeat)]
+                 for repeat in range(args.repeats) for name in setups for t in (0.0, 1.0)
                  for batch in args.batches for kind in MAIN]
     # Batch 1 greedy in one warm process per setup, repeats interleaved: the references again,
     # variants and fixed k (the plot compares these only with each other).
@@ -272,14 +347,16 @@ def main() -> None:
     variants += [{"kind": "lockstep_library", "label": "lockstep, library forwards"},
                 {"kind": "speculative", "lean": "draft", "label": "speculative, lean draft only"},
                 {"kind": "speculative", "lean": False, "label": "speculative, library forwards"}]
-    variants += [{"kind": "speculative", "k": k, "adaptive": False, "label": f"fixed k={k}"}
-                 for k in args.ks]
+    variants += [{"kind": "speculative", "lookup": "own",
+                  "label": "speculative, lookup in own text only"}]
+    variants += [{"kind": kind, "k": k, "adaptive": False, "label": f"{kind}, fixed k={k}"}
+                 for kind in ("speculative", "speculative_no_lookup") for k in args.ks]
     sweep_jobs = [[base(name, 1, 0.0, **v) for _ in range(args.repeats) for v in variants]
                   for name in setups]
     results = []
     context = mp.get_context("spawn")
     with context.Pool(1, maxtasksperchild=1) as pool:
-        for jobs in main_jobs + sweep_jobs:
+        for jobs in interleaved_jobs + main_jobs + sweep_jobs:
             for r in pool.apply(child, (jobs,)):
                 results.append(r)
                 console.print(f"{r['setup']:>8} b={r['batch']} T={r['temperature']:g} "
@@ -299,36 +376,63 @@ def best(results, **where) -> dict:
     return top
 
 
+def paired(results, numerator: str, denominator: str, **where) -> list[float]:
+    """numerator / denominator tokens/s within each repeat (measured minutes apart at most)."""
+    by_repeat = {}
+    for r in results:
+        if all(r[k] == v for k, v in where.items()) and r["label"] in (numerator, denominator):
+            by_repeat.setdefault(r["repeat"], {})[r["label"]] = r["tokens_per_s"]
+    return [pair[numerator] / pair[denominator] for _, pair in sorted(by_repeat.items())
+            if len(pair) == 2]
+
+
 def report(results, setups, args, console) -> None:
     from rich.table import Table
 
     table = Table(title=f"Speculative up-scaling: tokens per {args.clock} second, best of "
-                        f"{args.repeats} (threads={args.threads})")
+                        f"{args.repeats} (threads={args.threads}); 'paired': the median of the "
+                        "ratios within each repeat")
     for column in ("setup", "T", "batch", "large alone", "lockstep", "speculative",
-                   "spec/lockstep", "spec/large", "acceptance", "peak RSS MB alone/lock/spec"):
+                   "spec/lockstep", "paired", "spec/large", "paired", "no lookup/lockstep",
+                   "acceptance", "draft fwd/token", "peak RSS MB alone/lock/spec"):
         table.add_column(column, justify="right")
     summary = []
     for name in setups:
         for temperature in (0.0, 1.0):
             for batch in args.batches:
-                row = {kind: best(results, setup=name, temperature=temperature, batch=batch,
-                                  label=kind) for kind in MAIN}
-                alone, lock, spec = (row[k]["tokens_per_s"] for k in MAIN)
-                item = {"setup": name, "temperature": temperature, "batch": batch,
+                where = {"setup": name, "temperature": temperature, "batch": batch}
+                row = {kind: best(results, label=kind, **where) for kind in MAIN}
+                alone, lock, spec, plain = (row[k]["tokens_per_s"] for k in MAIN)
+                over_lock = paired(results, "speculative", "lockstep", **where)
+                over_large = paired(results, "speculative", "large_alone", **where)
+                item = {**where,
                         **{f"{k}_tok_s": row[k]["tokens_per_s"] for k in MAIN},
                         **{f"{k}_median_tok_s": row[k]["median_tokens_per_s"] for k in MAIN},
                         "speculative_over_lockstep": spec / lock,
+                        "speculative_over_lockstep_paired": over_lock,
                         "speculative_over_large": spec / alone,
+                        "speculative_over_large_paired": over_large,
+                        "no_lookup_over_lockstep": plain / lock,
+                        "no_lookup_over_lockstep_paired": paired(
+                            results, "speculative_no_lookup", "lockstep", **where),
                         "acceptance": row["speculative"]["acceptance"],
+                        "draft_forwards_per_token": {
+                            k: row[k]["draft_forwards_per_token"] for k in MAIN[2:]},
                         "peak_rss_mb": {k: row[k]["peak_rss_mb"] for k in MAIN}}
                 summary.append(item)
                 table.add_row(name, f"{temperature:g}", str(batch), f"{alone:.1f}", f"{lock:.1f}",
-                              f"{spec:.1f}", f"{spec / lock:.2f}x", f"{spec / alone:.2f}x",
+                              f"{spec:.1f}", f"{spec / lock:.2f}x",
+                              f"{statistics.median(over_lock):.2f}x", f"{spec / alone:.2f}x",
+                              f"{statistics.median(over_large):.2f}x", f"{plain / lock:.2f}x",
                               f"{item['acceptance']:.2f}",
-                              " / ".join(f"{row[k]['peak_rss_mb']:.0f}" for k in MAIN))
+                              " / ".join(f"{v:.2f}" for v in
+                                         item["draft_forwards_per_token"].values()),
+                              " / ".join(f"{row[k]['peak_rss_mb']:.0f}" for k in MAIN[:3]))
     console.print(table)
+    console.print(interleaved_table(results, setups, args, summary))
     sweep = Table(title="Batch 1, greedy; '(sweep)' and below: one warm process per setup")
-    for column in ("setup", "configuration", "tok/s", "vs lockstep", "acceptance"):
+    for column in ("setup", "configuration", "tok/s", "vs lockstep", "acceptance",
+                   "draft fwd/token"):
         sweep.add_column(column, justify="right")
     variants = {}
     for name in setups:
@@ -342,7 +446,8 @@ def report(results, setups, args, console) -> None:
                 "acceptance": r["acceptance"], "rounds": r["rounds"]}
             sweep.add_row(name, label, f"{r['tokens_per_s']:.1f}",
                           f"{r['tokens_per_s'] / lock['tokens_per_s']:.2f}x",
-                          "" if r["acceptance"] is None else f"{r['acceptance']:.2f}")
+                          "" if r["acceptance"] is None else f"{r['acceptance']:.2f}",
+                          "" if r["acceptance"] is None else f"{r['draft_forwards_per_token']:.2f}")
     console.print(sweep)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "speculative.json"
@@ -354,6 +459,39 @@ def report(results, setups, args, console) -> None:
     console.print(f"wrote {out} and {RESULTS / 'speculative_k.png'}")
 
 
+def interleaved_table(results, setups, args, summary):
+    """The ratios measured with the systems taking turns in one process (see
+    measure_interleaved): per pass, then their median; added to `summary`."""
+    from rich.table import Table
+
+    table = Table(title=f"Interleaved in one process, {args.passes} passes: ratios of tokens per "
+                        f"{args.clock} second, median (per pass)")
+    for column in ("setup", "T", "batch", "spec/lockstep", "spec/large", "no lookup/lockstep",
+                   "no lookup/large", "acceptance", "draft fwd/token"):
+        table.add_column(column, justify="right")
+    for item in summary:
+        where = {k: item[k] for k in ("setup", "temperature", "batch")}
+
+        cells = []
+        for key, a, b in (("speculative_over_lockstep", "speculative", "lockstep"),
+                          ("speculative_over_large", "speculative", "large_alone"),
+                          ("no_lookup_over_lockstep", "speculative_no_lookup", "lockstep"),
+                          ("no_lookup_over_large", "speculative_no_lookup", "large_alone")):
+            found = paired(results, f"{a} (interleaved)", f"{b} (interleaved)", **where)
+            item[f"{key}_interleaved"] = found
+            cells.append(f"{statistics.median(found):.2f}x ("
+                         + ", ".join(f"{v:.2f}" for v in found) + ")")
+        runs = {kind: [r for r in results if r["label"] == f"{kind} (interleaved)"
+                       and all(r[k] == v for k, v in where.items())] for kind in MAIN[2:]}
+
+        medians = {field: " / ".join(f"{statistics.median(r[field] for r in runs[k]):.2f}"
+                                     for k in MAIN[2:])
+                   for field in ("acceptance", "draft_forwards_per_token")}
+        table.add_row(item["setup"], f"{item['temperature']:g}", str(item["batch"]), *cells,
+                      *medians.values())
+    return table
+
+
 def plot(variants: dict, ks, path: Path, clock: str) -> None:
     import matplotlib
 
@@ -362,9 +500,11 @@ def plot(variants: dict, ks, path: Path, clock: str) -> None:
 
     fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False)
     for ax, (name, found) in zip(axes[0], variants.items(), strict=True):
-        ax.plot(ks, [found[f"fixed k={k}"]["tok_s"] for k in ks], "o-",
-                label="speculative, fixed k")
+        for kind, shown in (("speculative", "speculative, fixed k"),
+                            ("speculative_no_lookup", "speculative without lookup, fixed k")):
+            ax.plot(ks, [found[f"{kind}, fixed k={k}"]["tok_s"] for k in ks], "o-", label=shown)
         lines = (("speculative (sweep)", "speculative, adaptive k", "g", "--"),
+                 ("speculative_no_lookup (sweep)", "without lookup, adaptive k", "c", "--"),
                  ("lockstep (sweep)", "lockstep", "r", ":"),
                  ("lockstep, library forwards", "lockstep, library forwards", "m", ":"),
                  ("large_alone (sweep)", "large model alone", "k", "-."))

@@ -41,6 +41,7 @@ def test_config_errors_name_the_entry(tmp_path):
                                              "defaults": {"plausibility": "b"}}}})
     for speculative, message in ((True, None), ({"draft": "b"}, "unknown term 'b'"),
                                  ({"k": 0}, "k must be"), ({"lean": True}, "only draft"),
+                                 ({"lookup": "own"}, None), ({"lookup": "all"}, "lookup must be"),
                                  ("yes", "must be true")):
         entry = {"formula": "a", "terms": {"a": "p"}, "defaults": {"speculative": speculative}}
         if message is None:
@@ -64,3 +65,23 @@ def test_the_example_config_parses():
     assert eft.terms["large"] == ("meta-llama/Llama-2-70b-hf", "chat")  # a hub id, not a path
     assert config.compositions["llama-2-7b-disaligned"].parameters == {"alpha": 0.5}
     assert (config.server.device, config.server.dtype) == ("cuda", "bfloat16")
+
+
+def test_requests_override_the_configured_speculative_options_but_not_lookup():
+    from emulate.server.protocol import CompletionRequest
+    from emulate.server.translate import _speculative
+
+    configured = {"k": 3, "lookup": "own"}
+
+    def asked(speculative):
+        emulate = None if speculative is None else {"speculative": speculative}
+        return _speculative(CompletionRequest(model="x", prompt="a", emulate=emulate), configured)
+
+    assert asked(None) == configured
+    assert asked(True) == configured
+    assert asked(False) is None
+    assert asked({"k": 5, "draft": "b"}) == {"k": 5, "draft": "b", "lookup": "own"}
+    with pytest.raises(ValueError, match="lookup"):  # the server's call, not a request's
+        asked({"lookup": True})
+    assert _speculative(CompletionRequest(model="x", prompt="a",
+                                          emulate={"speculative": True}), None) is True

@@ -59,6 +59,7 @@ class Decoder:
         self.rows = list(range(len(prompts)))  # prompt indices still running, in batch order
         self._cancelled: set[int] = set()
         prompt_ids = {t: [composition.prompt_ids(t, p) for p in prompts] for t in self.terms}
+        self.prompt_ids = prompt_ids  # term -> each prompt's token ids in that term's template
         self.prompt_tokens = [max(len(prompt_ids[t][i]) for t in self.terms) for i in self.rows]
         self.budget = [self._budget(i, prompt_ids, p) for i, p in enumerate(params)]
         self.groups: dict[str, list[str]] = {}
@@ -122,6 +123,8 @@ class Decoder:
                      "budget"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.weights = torch.cat([self.weights, other.weights])
+        for t in self.terms:
+            self.prompt_ids[t] = self.prompt_ids[t] + other.prompt_ids[t]
         self.rows += [offset + i for i in other.rows]
         self._cancelled |= {offset + i for i in other._cancelled}
         return offset

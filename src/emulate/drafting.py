@@ -1,10 +1,10 @@
 """What speculative decoding is asked to do, checked before anything decodes.
 
 `speculative=True` or `{"draft": TERM or FORMULA, "k": K, "adaptive": bool, "k_max": N,
-"lean": ...}`. The same checks serve the decoder, the server's requests (before they join a
-batch) and its config file (before any model is loaded). The default draft is the smallest
-positive-weight term that the largest model does not run: in EFT up-scaling, the small tuned
-model.
+"lean": ..., "lookup": True | "own" | False}`. The same checks serve the decoder, the server's
+requests (before they join a batch) and its config file (before any model is loaded). The
+default draft is the smallest positive-weight term that the largest model does not run: in EFT
+up-scaling, the small tuned model.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from emulate.formula import parse_formula
 
 DEFAULT_K = 4
 K_MAX = 16
+OPTIONS = ("draft", "k", "adaptive", "k_max", "lean", "lookup")
+LOOKUPS = (True, "own", False)
 
 
 def speculative_options(value) -> dict:
@@ -24,11 +26,10 @@ def speculative_options(value) -> dict:
     if value is True:
         return {}
     if isinstance(value, Mapping):
-        unknown = set(value) - {"draft", "k", "adaptive", "k_max", "lean"}
+        unknown = set(value) - set(OPTIONS)
         if unknown:
             raise GenerationParamsError(
-                f"unknown speculative option(s) {sorted(unknown)}; "
-                "use draft, k, adaptive, k_max, lean"
+                f"unknown speculative option(s) {sorted(unknown)}; use {', '.join(OPTIONS)}"
             )
         return {key: v for key, v in value.items() if v is not None}
     raise GenerationParamsError(
@@ -53,6 +54,7 @@ def check_speculative_options(value, term_names, parameters) -> dict | None:
         return None
     options = speculative_options(value)
     check_k(options.get("k", DEFAULT_K), options.get("k_max", K_MAX))
+    check_lookup(options.get("lookup", True))
     if options.get("draft"):
         parse_formula(options["draft"], term_names, parameters)
     return options
@@ -63,6 +65,14 @@ def check_k(k, k_max) -> None:
             or k_max < k):
         raise GenerationParamsError(
             f"speculative k must be an integer in [1, k_max = {k_max}], got {k!r}")
+
+
+def check_lookup(lookup) -> None:
+    if not any(lookup is v or (isinstance(v, str) and lookup == v) for v in LOOKUPS):
+        raise GenerationParamsError(
+            "speculative lookup must be true (guess the draft's next tokens from its own text "
+            f"and this composition's earlier texts), 'own' (its own text only) or false; "
+            f"got {lookup!r}")
 
 
 def default_draft(composition) -> str:
@@ -93,5 +103,6 @@ _states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def composition_state(composition) -> dict:
-    """Per-composition memory: its default draft, and per draft what adaptive k learned."""
+    """Per-composition memory: its default draft, per (draft, lookup) what adaptive k learned,
+    and the history of texts the drafts' lookup guesses from."""
     return _states.setdefault(composition, {})

@@ -27,9 +27,17 @@ import torch
 from emulate.cached_batch import CachedBatch
 from emulate.combine import compose_logprobs
 from emulate.decoding import Decoder, Delta
-from emulate.drafting import DEFAULT_K, K_MAX, check_k, composition_state, default_draft
+from emulate.drafting import (
+    DEFAULT_K,
+    K_MAX,
+    check_k,
+    check_lookup,
+    composition_state,
+    default_draft,
+)
 from emulate.formula import parse_formula
 from emulate.lean_llama import LeanLlama
+from emulate.lookup import NgramIndex, guess
 from emulate.sampling import SamplingParams, filter_logprobs
 
 
@@ -43,7 +51,8 @@ class SpeculativeDecoder(Decoder):
 
     def __init__(self, composition, prompts, params: list[SamplingParams],
                  draft: str | None = None, k: int = DEFAULT_K, adaptive: bool = True,
-                 k_max: int = K_MAX, lean: bool | str | None = None):
+                 k_max: int = K_MAX, lean: bool | str | None = None,
+                 lookup: bool | str = True):
         check_k(k, k_max)
         self.draft = draft or default_draft(composition)
         self.draft_weights = parse_formula(
@@ -56,12 +65,20 @@ class SpeculativeDecoder(Decoder):
         self.verify_keys = [k_ for k_ in self.groups if k_ not in self.draft_keys]
         self.k, self.k_max, self.adaptive = k, k_max, adaptive
         self.proposed = self.accepted = self.rounds = 0
-        # What earlier decoders of this composition and draft learned (a prior otherwise).
+        # What earlier decoders of this composition, draft and lookup learned (else a prior).
+        check_lookup(lookup)
         self._learned = composition_state(composition).setdefault(
-            self.draft, {"judged": 4.0, "passed": 3.0, "costs": None, "k": k})
+            (self.draft, lookup), {"judged": 4.0, "passed": 3.0, "costs": None, "k": k})
         if adaptive:
             self.k = min(self._learned["k"], k_max)
         self._first = True  # self.logits hold the drafts' next-token logits after prefill
+        # Where the draft's guesses come from (see lookup.py): each row's own text, and with
+        # lookup=True also the earlier texts of this composition.
+        own = self.prompt_ids[self.draft_terms[0]]
+        self.texts = [NgramIndex(ids) for ids in own] if lookup else None
+        self.history = composition_state(composition).setdefault("history", NgramIndex())
+        self.shared = lookup is True
+        self.draft_forwards = 0
 
     def _defers(self, key: str) -> bool:
         """The verifying models read the prompts together with the first drafted block: one
@@ -106,18 +123,8 @@ class SpeculativeDecoder(Decoder):
             for key in self.groups.keys() - self.deferred.keys():
                 for t in self.groups[key]:
                     logits[t].append(self.logits[t])
-        else:
-            self._forward(self.draft_keys, pending, logits, fed)
-
-        # Draft k tokens, one forward each: position 0's logits are known already.
-        drafts, proposals = torch.zeros(len(rows), k, dtype=torch.long), []
-        for j in range(k):
-            proposals.append(self._propose(logits, j, params, done))
-            drafts[:, j] = proposals[-1][0]
-            if j < k - 1:
-                self._forward(self.draft_keys, drafts[:, j : j + 1], logits, fed)
+        drafts, proposals = self._draft(k, pending, logits, fed, params, done)
         drafted = time.perf_counter()  # the drafts reached the CPU: their forwards are done
-        draft_forwards = fed[self.draft_keys[0]]
         # Verify: every other model scores the pending token and the k drafts in one forward
         # (in the first round, after reading the prompt in the same forward).
         block = drafts if pending is None else torch.cat([pending, drafts], dim=1)
@@ -137,8 +144,10 @@ class SpeculativeDecoder(Decoder):
         if any(y is None for _, y in outcomes):
             # The last position: p and q after the last draft; drafting from q and judging
             # against p draws from p, and every position's randomness depends on it alone.
-            if k:
-                self._forward(self.draft_keys, drafts[:, k - 1 :], logits, fed)
+            if len(logits[self.draft_terms[0]]) <= k:  # (a guess may have read it already)
+                last = pending if k == 0 else drafts[:, k - 1 :]
+                self._forward(self.draft_keys, last, logits, fed)
+                self.draft_forwards += 1
             tokens, q, generators = self._propose(logits, k, params, done)
             best, probs = self._target(logits, k + 1, params, first=k)
             for r, outcome in enumerate(outcomes):
@@ -157,6 +166,7 @@ class SpeculativeDecoder(Decoder):
                 if self.finish_reasons[rows[r]] is not None:
                     break
             deltas.append(_merge(row_deltas))
+            self._remember(rows[r], deltas[-1])
         kept = torch.tensor([n for n, _ in outcomes]) + (pending is not None)
         for key, terms in self.groups.items():
             _keep_columns(self.batches[key], fed[key], kept.repeat(len(terms)))
@@ -169,12 +179,73 @@ class SpeculativeDecoder(Decoder):
             passed = sum(n for n, _ in outcomes) + bonus_passed
             now = time.perf_counter()
             costs = None if prefilling else (  # a prefill is no measure of a round's cost
-                (drafted - started) / max(draft_forwards, 1), now - drafted, now - started)
+                (drafted - started) / max(k, 1), now - drafted, now - started)
             self._adapt(len(rows), judged, passed, costs)
         self._first = False
         self.rounds += 1
         self._retire()
         return deltas
+
+    def _draft(self, k: int, pending, logits: dict, fed: dict, params, done):
+        """Draft k tokens per row: (drafts (rows, k), proposals per position).
+
+        Each draft forward reads the draft's last token (the round's pending token first) and
+        the guesses for the tokens after it; a guess every row then drafts itself saves the
+        next forward, and the first one missed is taken back out of the cache with the rest.
+        """
+        rows = len(self.rows)
+        drafts, proposals = torch.zeros(rows, k, dtype=torch.long), []
+        known = 0 if pending is not None else 1  # block positions whose draft logits are known
+        guessed = torch.zeros(rows, 0, dtype=torch.long)  # read, not yet drafted
+        while len(proposals) < k:
+            j = len(proposals)
+            if j == known:  # position j's logits need a forward
+                last = pending if j == 0 else drafts[:, j - 1 : j]
+                guessed = self._guesses(drafts[:, :j], k - j)
+                self._forward(self.draft_keys, torch.cat([last, guessed], dim=1), logits, fed)
+                self.draft_forwards += 1
+                known = j + 1
+            proposals.append(self._propose(logits, j, params, done))
+            drafts[:, j] = proposals[-1][0]
+            if guessed.shape[1]:
+                if torch.equal(guessed[:, 0], drafts[:, j]):
+                    known, guessed = known + 1, guessed[:, 1:]
+                else:  # this guess and the ones after it were read in vain
+                    self._unread(guessed.shape[1], logits, fed, known)
+                    guessed = guessed[:, :0]
+        return drafts, proposals
+
+    def _guesses(self, drafts: torch.Tensor, limit: int) -> torch.Tensor:
+        """(rows, m): the tokens each row's text suggests after its drafts so far, m the same
+        for every row (the shortest guess), 0 without lookup."""
+        if self.texts is None or limit <= 0:
+            return drafts[:, :0]
+        found = []
+        for i, row_drafts in zip(self.rows, drafts.tolist(), strict=True):
+            own = self.texts[i]
+            indexes = [own, self.history] if self.shared else [own]
+            found.append(guess(indexes, own.tokens[-own.n_max :] + row_drafts, limit))
+            if not found[-1]:
+                return drafts[:, :0]
+        width = min(map(len, found))
+        return torch.tensor([g[:width] for g in found], dtype=torch.long)
+
+    def _unread(self, n: int, logits: dict, fed: dict, known: int) -> None:
+        """Take the last n tokens the draft models read back out (a guess that missed)."""
+        for key in self.draft_keys:
+            self.batches[key].rewind(n)
+            fed[key] -= n
+            for t in self.groups[key]:
+                del logits[t][known:]
+
+    def _remember(self, index: int, delta: Delta) -> None:
+        """Add a row's new tokens to its own text; a finished row's text joins the history."""
+        if self.texts is None:
+            return
+        own = self.texts[index]
+        own.extend(delta.token_ids)
+        if delta.finish_reason is not None and self.shared:
+            self.history.extend(own.tokens)
 
     def _forward(self, keys, tokens: torch.Tensor, logits: dict, fed: dict) -> None:
         """Append `tokens` (rows, t) to the models `keys`; collect each term's logits per column.
@@ -248,10 +319,10 @@ class SpeculativeDecoder(Decoder):
 
         With per-position acceptance a, a round of k drafts yields (1 - a^(k+1)) / (1 - a)
         tokens per row. A round's time is measured for each k tried with this many rows, and
-        predicted for the others as (k + a^k) draft forwards plus a fixed part (verifying
+        predicted for the others as (k + a^k) drafted tokens plus a fixed part (verifying
         forwards, bookkeeping). All are running averages that favour recent rounds, and a
         decoder starts from what earlier decoders of its composition learned. `costs` (seconds
-        per draft forward, the rest of the round, the whole round) is None for a round whose
+        per drafted token, the rest of the round, the whole round) is None for a round whose
         time says nothing about k.
         """
         learned = self._learned

@@ -49,7 +49,8 @@ class Defaults:
     top_k: int = 0
     min_p: float = 0.0
     plausibility: str | None = None  # conservative decoding: a term name, or "term:top_p"
-    # Exact speculative decoding unless a request says otherwise: true, or {draft, k, adaptive}.
+    # Exact speculative decoding unless a request says otherwise: true, or {draft, k, adaptive,
+    # lookup}; a request's own options override these one by one, except lookup.
     speculative: bool | dict | None = None
     max_tokens_limit: int | None = None  # requests asking more get 400; None = the context
 
@@ -196,10 +197,11 @@ def _check_defaults(defaults: Defaults, terms, parameters, where: str) -> None:
                               f"terms are {sorted(terms)}")
     if defaults.speculative not in (None, False):
         where_spec = f"{where}.speculative"
-        _expect(defaults.speculative, (bool, dict), where_spec, "true or {draft, k, adaptive}")
+        _expect(defaults.speculative, (bool, dict), where_spec,
+                "true or {draft, k, adaptive, lookup}")
         if isinstance(defaults.speculative, dict) and (
-                set(defaults.speculative) - {"draft", "k", "adaptive"}):
-            raise ConfigError(f"{where_spec}: only draft, k and adaptive can be set here")
+                set(defaults.speculative) - {"draft", "k", "adaptive", "lookup"}):
+            raise ConfigError(f"{where_spec}: only draft, k, adaptive and lookup can be set here")
         try:
             check_speculative_options(defaults.speculative, list(terms), parameters)
         except EmulateError as exc:

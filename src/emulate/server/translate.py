@@ -94,12 +94,20 @@ def build_rows(request: CompletionRequest | ChatRequest, served: Served, max_bat
                 params.append(SamplingParams(seed=seed, **common))
             except GenerationParamsError as exc:
                 raise APIError(400, str(exc), None) from None
-    speculative = defaults.speculative
-    if request.emulate is not None and request.emulate.speculative is not None:
-        speculative = request.emulate.speculative
+    return rows, params, _speculative(request, defaults.speculative)
+
+
+def _speculative(request: ChatRequest | CompletionRequest, configured) -> dict | bool | None:
+    """The composition's configured options, each overridden by the request's; the lookup
+    history (whether requests' guesses draw on other requests' texts) is the server's call."""
+    asked = None if request.emulate is None else request.emulate.speculative
+    speculative = configured if asked is None else asked
+    if speculative in (None, False):
+        return None
+    options = dict(configured) if isinstance(configured, dict) else {}
     if isinstance(speculative, SpeculativeOptions):
-        speculative = speculative.options() or True
-    return rows, params, (None if speculative in (None, False) else speculative)
+        options.update(speculative.options())
+    return options or True
 
 
 def _pick(value, default):

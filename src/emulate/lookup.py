@@ -1,0 +1,57 @@
+"""Guesses of what the draft will write next, looked up in text seen before.
+
+A draft proposes tokens one forward at a time. When it is writing text that appeared before (in
+its own prompt or answer, or in an earlier answer of the same composition), the tokens that
+followed the last occurrence of the current n-gram are a guess of its next tokens. The draft then
+reads its last token together with the guesses in one forward and keeps each guess it would have
+drafted anyway, so a right guess saves a forward and a wrong one costs a slightly wider forward;
+the drafts themselves, and so the output, do not change. (Prompt-lookup decoding, Saxena 2023;
+a history shared across requests as in suffix decoding, Oliaro et al. 2024.)
+"""
+
+from __future__ import annotations
+
+
+class NgramIndex:
+    """Token text with, for every n-gram (n <= `n_max`), where its last occurrence ended.
+
+    Keeps at most `capacity` tokens: past that it forgets the older half.
+    """
+
+    def __init__(self, tokens=(), n_max: int = 3, capacity: int = 1 << 16):
+        self.n_max, self.capacity = n_max, capacity
+        self.tokens: list[int] = []
+        self.after: dict[tuple[int, ...], int] = {}  # n-gram -> index of the token after it
+        self.extend(tokens)
+
+    def extend(self, tokens) -> None:
+        """Append `tokens`; each n-gram is indexed once the token after it is known."""
+        if len(self.tokens) + len(tokens) > self.capacity:
+            kept = (self.tokens + list(tokens))[-self.capacity // 2 :]
+            self.tokens, self.after = [], {}
+            tokens = kept
+        text, after = self.tokens, self.after
+        for token in tokens:
+            end = len(text)
+            for n in range(1, min(self.n_max, end) + 1):
+                after[tuple(text[end - n : end])] = end
+            text.append(int(token))
+
+    def guess(self, context: list[int], n: int, limit: int) -> list[int]:
+        """Up to `limit` tokens that followed the last occurrence of context's last n tokens."""
+        if n > len(context):
+            return []
+        start = self.after.get(tuple(context[-n:]))
+        return [] if start is None else self.tokens[start : start + limit]
+
+
+def guess(indexes: list[NgramIndex], context: list[int], limit: int) -> list[int]:
+    """The guess of the longest n-gram match, trying `indexes` in order at each length."""
+    if limit <= 0:
+        return []
+    for n in range(max(index.n_max for index in indexes), 0, -1):
+        for index in indexes:
+            found = index.guess(context, n, limit)
+            if found:
+                return found
+    return []

@@ -1,0 +1,38 @@
+"""N-gram lookup: what the draft's guesses are made of."""
+
+from __future__ import annotations
+
+from emulate.lookup import NgramIndex, guess
+
+
+def test_guess_continues_the_last_occurrence_of_the_longest_match():
+    index = NgramIndex([5, 1, 2, 3, 4, 9, 1, 2, 7, 8])
+    assert index.guess([0, 1, 2], 2, limit=3) == [7, 8]  # the last "1 2" wins
+    assert index.guess([3, 4], 2, limit=3) == [9, 1, 2]
+    assert index.guess([6, 2], 2, limit=3) == []
+    assert guess([index], [9, 1, 2], limit=2) == [7, 8]
+    assert guess([index], [6, 4], limit=2) == [9, 1]  # falls back to the last token
+    assert guess([index], [6], limit=0) == []
+
+
+def test_an_ngram_counts_once_the_token_after_it_is_known():
+    index = NgramIndex([1, 2, 3])
+    assert index.guess([2, 3], 2, limit=4) == []  # the text ends there: nothing follows yet
+    index.extend([1, 2])
+    assert index.guess([0, 2, 3], 2, limit=4) == [1, 2]
+
+
+def test_indexes_are_tried_in_order_at_each_length():
+    own, history = NgramIndex([1, 2, 3]), NgramIndex([7, 1, 2, 4, 2, 5])
+    assert guess([own, history], [7, 1, 2], limit=1) == [4]  # only history has "7 1 2"
+    assert guess([own, history], [9, 1, 2], limit=1) == [3]  # "1 2": own first
+    assert guess([own, history], [9, 9, 2], limit=1) == [3]  # "2": own first
+
+
+def test_past_capacity_the_older_half_is_forgotten():
+    index = NgramIndex(range(10), capacity=8)
+    assert index.tokens == [6, 7, 8, 9]
+    assert index.guess([6], 1, limit=2) == [7, 8]
+    assert index.guess([2], 1, limit=2) == []
+    index.extend([6, 1])
+    assert index.guess([6], 1, limit=2) == [1]
