@@ -32,6 +32,7 @@ class LeanLlama:
         self.scale = self.head_dim**-0.5
         self.eps = config.rms_norm_eps
         self.config = config
+        self._table: tuple[torch.Tensor, torch.Tensor] | None = None  # rotary cos, sin
         # The parameters each layer uses, looked up once (module attribute lookups cost as much
         # as a small model's arithmetic); references, not copies.
         self.layers = [
@@ -76,8 +77,7 @@ class LeanLlama:
         inner, (rows, length) = self.model.model, input_ids.shape
         past = cache.get_seq_length()
         x = F.embedding(input_ids, inner.embed_tokens.weight)
-        cos, sin = inner.rotary_emb(x, position_ids)
-        cos, sin = cos[:, None], sin[:, None]
+        cos, sin = self._rotary(x, position_ids)
         mask = None
         if attention_mask is not None or length > 1:
             seen = torch.arange(past + length, device=x.device)
@@ -102,6 +102,23 @@ class LeanLlama:
         x = x[:, -logits_to_keep:] if logits_to_keep else x
         logits = _linear(self._norm(x, inner.norm.weight), self.model.lm_head)
         return SimpleNamespace(logits=logits, cache=cache)
+
+    def _rotary(self, x: torch.Tensor, positions: torch.Tensor):
+        """cos and sin at `positions`, (rows, 1, length, head_dim): the model's rotary
+        embedding, looked up in a table of its values (each position's values are computed
+        on their own, so the table holds exactly what the module returns). Rotary embeddings
+        that change with the sequence length (dynamic scaling) are called every time."""
+        rotary = self.model.model.rotary_emb
+        if getattr(rotary, "rope_type", "default") != "default":
+            cos, sin = rotary(x, positions)
+            return cos[:, None], sin[:, None]
+        needed = int(positions.max()) + 1
+        table = self._table
+        if table is None or table[0].shape[0] < needed or table[0].dtype != x.dtype:
+            length = max(needed, 2 * (0 if table is None else table[0].shape[0]), 256)
+            cos, sin = rotary(x, torch.arange(length, device=x.device)[None])
+            self._table = table = (cos[0], sin[0])
+        return table[0][positions][:, None], table[1][positions][:, None]
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """LlamaRMSNorm: normalized in float32, scaled by the weight in the model's dtype."""

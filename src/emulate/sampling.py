@@ -123,7 +123,16 @@ def choose_tokens(
     sampled_rows = [row for row, p in enumerate(params) if not p.greedy]
     if sampled_rows:
         filtered = filter_logprobs(logprobs[sampled_rows], [params[r] for r in sampled_rows])
-        probs = filtered.exp().cpu()
+        probs = filtered.exp().cpu().double()
         for i, row in enumerate(sampled_rows):
-            tokens[row] = torch.multinomial(probs[i], 1, generator=generators[row]).item()
+            tokens[row] = draw(probs[i], generators[row])
     return tokens
+
+
+def draw(weights: torch.Tensor, generator: torch.Generator) -> int:
+    """A token drawn with probability proportional to `weights` (cpu, float64), by inverting
+    the cumulative distribution at one uniform number: a token of weight 0 is never drawn.
+    (Several times faster than torch.multinomial on one row.)"""
+    cdf = weights.cumsum(0)
+    u = torch.rand((), generator=generator, dtype=torch.float64) * cdf[-1]
+    return min(int(torch.searchsorted(cdf, u, right=True)), len(weights) - 1)

@@ -38,7 +38,7 @@ from emulate.drafting import (
 from emulate.formula import parse_formula
 from emulate.lean_llama import LeanLlama
 from emulate.lookup import NgramIndex, guess
-from emulate.sampling import SamplingParams, filter_logprobs
+from emulate.sampling import SamplingParams, draw, filter_logprobs
 
 
 class SpeculativeDecoder(Decoder):
@@ -289,7 +289,7 @@ class SpeculativeDecoder(Decoder):
                 seed = _mix(self.generators[self.rows[r]].initial_seed(), done[r] + j)
                 generators[r] = torch.Generator().manual_seed(seed)
                 q[r] = probs
-                tokens[r] = torch.multinomial(probs, 1, generator=generators[r]).item()
+                tokens[r] = draw(probs, generators[r])
         return tokens, q, generators
 
     def _target(self, logits, end: int, params, first: int = 0):
@@ -361,7 +361,7 @@ def _verdict(params: SamplingParams, x: int, best, p, q, generator) -> int | Non
         return None
     residual = (p - q).clamp(min=0)
     residual = residual if residual.sum() > 0 else p  # p == q up to rounding
-    return int(torch.multinomial(residual, 1, generator=generator).item())
+    return draw(residual, generator)
 
 
 def _mix(seed: int, position: int) -> int:
