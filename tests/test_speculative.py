@@ -122,6 +122,14 @@ def test_eos_inside_an_accepted_block_ends_the_row(upscaled, lockstep):
     assert any(c.finish_reason == "stop" and c.token_ids[-1] == eos for c in expected)
     got, _ = run(composition, PROMPTS, greedy(composition, PROMPTS), {"draft": UPSCALE, "k": 5})
     assert_same(expected, got)
+    # Drafting stops at the end: the last round drafts up to the end token, no further.
+    row = next(i for i, c in enumerate(expected) if c.finish_reason == "stop")
+    spec = {"draft": UPSCALE, "k": 7, "adaptive": False}
+    (single,), decoder = run(composition, PROMPTS[row : row + 1],
+                             greedy(composition, PROMPTS[row : row + 1]), spec)
+    assert single.token_ids == expected[row].token_ids
+    bonus_tokens = decoder.rounds - 1  # every round but the last ends with one
+    assert decoder.proposed == decoder.accepted == len(single.token_ids) - bonus_tokens
 
 
 def test_lean_llama_matches_the_library_forward(tokenizer):

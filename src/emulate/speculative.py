@@ -123,7 +123,9 @@ class SpeculativeDecoder(Decoder):
             for key in self.groups.keys() - self.deferred.keys():
                 for t in self.groups[key]:
                     logits[t].append(self.logits[t])
+        full = k
         drafts, proposals = self._draft(k, pending, logits, fed, params, done)
+        k = drafts.shape[1]  # fewer if every row drafted its end
         drafted = time.perf_counter()  # the drafts reached the CPU: their forwards are done
         # Verify: every other model scores the pending token and the k drafts in one forward
         # (in the first round, after reading the prompt in the same forward).
@@ -141,6 +143,9 @@ class SpeculativeDecoder(Decoder):
                     if y is not None:
                         outcome[:] = j, y
                         break
+        for r, outcome in enumerate(outcomes):
+            if outcome[1] is None and k and self._ends(rows[r], int(drafts[r, k - 1])):
+                outcome[1] = int(drafts[r, k - 1])  # never emitted: the row ends at its draft
         if any(y is None for _, y in outcomes):
             # The last position: p and q after the last draft; drafting from q and judging
             # against p draws from p, and every position's randomness depends on it alone.
@@ -172,7 +177,7 @@ class SpeculativeDecoder(Decoder):
             _keep_columns(self.batches[key], fed[key], kept.repeat(len(terms)))
         for t in self.terms:  # from now on only their row count matters (_retire slices them)
             self.logits[t] = logits[t][0]
-        if self.adaptive and k == self.k:  # (a round cut short by a budget is no evidence)
+        if self.adaptive and k == full == self.k:  # (a round cut short is no evidence)
             # Every row judged its accepted drafts and one more position (a rejection, or the
             # last position, which is judged too since that is how the bonus token is drawn).
             judged = sum(n + 1 for n, _ in outcomes)
@@ -213,7 +218,15 @@ class SpeculativeDecoder(Decoder):
                 else:  # this guess and the ones after it were read in vain
                     self._unread(guessed.shape[1], logits, fed, known)
                     guessed = guessed[:, :0]
+            if all(self._ends(i, int(x)) for i, x in zip(self.rows, drafts[:, j], strict=True)):
+                if guessed.shape[1]:  # nothing after a row's end is needed
+                    self._unread(guessed.shape[1], logits, fed, known)
+                return drafts[:, : j + 1], proposals
         return drafts, proposals
+
+    def _ends(self, index: int, token: int) -> bool:
+        """Whether `token` ends row `index` (an end-of-sequence token it does not ignore)."""
+        return token in self.composition.eos_token_ids and not self.params[index].ignore_eos
 
     def _guesses(self, drafts: torch.Tensor, limit: int) -> torch.Tensor:
         """(rows, m): the tokens each row's text suggests after its drafts so far, m the same
