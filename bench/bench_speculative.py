@@ -26,10 +26,8 @@ per prompt (EOS ignored): 16 on the toy family (its answers average 11 tokens), 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,80 +37,6 @@ RESULTS = HERE / "results"
 
 
 # --- the models ------------------------------------------------------------------------------
-
-
-def build_roofline(root: Path, vocab_size: int = 8000, noise: float = 0.07) -> dict[str, str]:
-    """small, small_tuned and large (small grown, plus noise); reused if already built."""
-    import torch
-    from roofline import SIZES, save_perturbed, tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    paths = {name: str(root / name) for name in ("large", "small", "small_tuned")}
-    if all((Path(p) / "config.json").exists() for p in paths.values()):
-        return paths
-    tok = tokenizer(vocab_size)
-    config = {"vocab_size": len(tok), "max_position_embeddings": 2048, "bos_token_id": 1,
-              "eos_token_id": 2, "pad_token_id": 0}
-    torch.manual_seed(1)
-    small = LlamaForCausalLM(LlamaConfig(**config, **SIZES["small"])).eval()
-    with torch.no_grad():
-        small.lm_head.weight.mul_(16.0)  # peaked next-token distributions, as trained models have
-    large = grow(small, LlamaConfig(**config, **SIZES["large"]), noise)
-    for name, model in (("small", small), ("large", large)):
-        model.save_pretrained(paths[name])
-        tok.save_pretrained(paths[name])
-    save_perturbed(small, tok, paths["small_tuned"])
-    return paths
-
-
-def grow(small, config, noise: float, seed: int = 0):
-    """A larger Llama computing `small`'s function on its first dimensions, heads and layers
-    (zeros elsewhere), then `noise` x the init scale added to every weight."""
-    import math
-
-    import torch
-    from transformers import LlamaForCausalLM
-
-    large = LlamaForCausalLM(config).eval()
-    s, d = small.config, small.config.hidden_size
-    hd = d // s.num_attention_heads
-    assert hd == config.hidden_size // config.num_attention_heads
-    per_kv_small = s.num_attention_heads // s.num_key_value_heads
-    per_kv_large = config.num_attention_heads // config.num_key_value_heads
-    heads = [(h // per_kv_small) * per_kv_large + h % per_kv_small
-             for h in range(s.num_attention_heads)]  # same key/value head as in the small model
-    shrink = math.sqrt(config.hidden_size / d)  # RMSNorm over the extra zero dims
-    with torch.no_grad():
-        for p in large.parameters():
-            p.zero_()
-        large.model.embed_tokens.weight[:, :d] = small.model.embed_tokens.weight
-        large.lm_head.weight[:, :d] = small.lm_head.weight
-        large.model.norm.weight[:d] = small.model.norm.weight / shrink
-        for i, layer in enumerate(large.model.layers):
-            layer.input_layernorm.weight.fill_(1.0)
-            layer.post_attention_layernorm.weight.fill_(1.0)
-            if i >= s.num_hidden_layers:
-                continue
-            mine, theirs = layer, small.model.layers[i]
-            for norm in ("input_layernorm", "post_attention_layernorm"):
-                getattr(mine, norm).weight[:d] = getattr(theirs, norm).weight / shrink
-            a, b = mine.self_attn, theirs.self_attn
-            for h, big in enumerate(heads):
-                rows, own = slice(big * hd, (big + 1) * hd), slice(h * hd, (h + 1) * hd)
-                a.q_proj.weight[rows, :d] = b.q_proj.weight[own]
-                a.o_proj.weight[:d, rows] = b.o_proj.weight[:, own]
-            kv = s.num_key_value_heads * hd
-            a.k_proj.weight[:kv, :d] = b.k_proj.weight
-            a.v_proj.weight[:kv, :d] = b.v_proj.weight
-            f = s.intermediate_size
-            mine.mlp.gate_proj.weight[:f, :d] = theirs.mlp.gate_proj.weight
-            mine.mlp.up_proj.weight[:f, :d] = theirs.mlp.up_proj.weight
-            mine.mlp.down_proj.weight[:d, :f] = theirs.mlp.down_proj.weight
-        generator = torch.Generator().manual_seed(seed)
-        for name, p in large.named_parameters():
-            if "norm" not in name:
-                p.add_(noise * config.initializer_range * torch.randn(p.shape, generator=generator))
-    return large
 
 
 def setup(name: str, world: str | None):
@@ -128,9 +52,9 @@ def setup(name: str, world: str | None):
         models = {m: str(info.members[m]) for m in ("large_base", "small_helpful", "small_base")}
         return (models, "large_base + small_helpful - small_base", dict.fromkeys(models, "chat"),
                 questions[::7], questions[3], {"max_new_tokens": 16, "ignore_eos": True})
-    from roofline import PROMPTS
+    from roofline import PROMPTS, build_drafting_family
 
-    models = build_roofline(RESULTS / "roofline_spec")
+    models = build_drafting_family(RESULTS / "roofline_spec")
     models = {"large": models["large"], "small_tuned": models["small_tuned"],
               "small": models["small"]}
     return models, "large + small_tuned - small", {}, PROMPTS, "A few words to warm up:", {
@@ -311,6 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from rich.console import Console
+    from speculative_report import report
 
     console = Console(width=160)
     setups = list(args.setups)
@@ -325,7 +250,9 @@ def main() -> None:
                           "`emulate world build --size default`; skipping the toy family[/]")
             setups.remove("toy")
     if "roofline" in setups:
-        build_roofline(RESULTS / "roofline_spec")
+        from roofline import build_drafting_family
+
+        build_drafting_family(RESULTS / "roofline_spec")
 
     def base(name, batch, temperature, **extra):
         prompts = args.toy_prompts if name == "toy" else max(batch, args.roofline_prompts)
@@ -364,158 +291,7 @@ def main() -> None:
                           f"({r['wall_tokens_per_s']:.1f} tok/wall-s)"
                               + (f"  acceptance {r['acceptance']:.2f}"
                                  if r["acceptance"] is not None else ""))
-    report(results, setups, args, console)
-
-
-def best(results, **where) -> dict:
-    """The least disturbed of the repeats (highest tokens/s), with the median added."""
-    runs = [r for r in results if all(r[k] == v for k, v in where.items())]
-    top = dict(max(runs, key=lambda r: r["tokens_per_s"]))
-    top["median_tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in runs)
-    top["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-    return top
-
-
-def paired(results, numerator: str, denominator: str, **where) -> list[float]:
-    """numerator / denominator tokens/s within each repeat (measured minutes apart at most)."""
-    by_repeat = {}
-    for r in results:
-        if all(r[k] == v for k, v in where.items()) and r["label"] in (numerator, denominator):
-            by_repeat.setdefault(r["repeat"], {})[r["label"]] = r["tokens_per_s"]
-    return [pair[numerator] / pair[denominator] for _, pair in sorted(by_repeat.items())
-            if len(pair) == 2]
-
-
-def report(results, setups, args, console) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"Speculative up-scaling: tokens per {args.clock} second, best of "
-                        f"{args.repeats} (threads={args.threads}); 'paired': the median of the "
-                        "ratios within each repeat")
-    for column in ("setup", "T", "batch", "large alone", "lockstep", "speculative",
-                   "spec/lockstep", "paired", "spec/large", "paired", "no lookup/lockstep",
-                   "acceptance", "draft fwd/token", "peak RSS MB alone/lock/spec"):
-        table.add_column(column, justify="right")
-    summary = []
-    for name in setups:
-        for temperature in (0.0, 1.0):
-            for batch in args.batches:
-                where = {"setup": name, "temperature": temperature, "batch": batch}
-                row = {kind: best(results, label=kind, **where) for kind in MAIN}
-                alone, lock, spec, plain = (row[k]["tokens_per_s"] for k in MAIN)
-                over_lock = paired(results, "speculative", "lockstep", **where)
-                over_large = paired(results, "speculative", "large_alone", **where)
-                item = {**where,
-                        **{f"{k}_tok_s": row[k]["tokens_per_s"] for k in MAIN},
-                        **{f"{k}_median_tok_s": row[k]["median_tokens_per_s"] for k in MAIN},
-                        "speculative_over_lockstep": spec / lock,
-                        "speculative_over_lockstep_paired": over_lock,
-                        "speculative_over_large": spec / alone,
-                        "speculative_over_large_paired": over_large,
-                        "no_lookup_over_lockstep": plain / lock,
-                        "no_lookup_over_lockstep_paired": paired(
-                            results, "speculative_no_lookup", "lockstep", **where),
-                        "acceptance": row["speculative"]["acceptance"],
-                        "draft_forwards_per_token": {
-                            k: row[k]["draft_forwards_per_token"] for k in MAIN[2:]},
-                        "peak_rss_mb": {k: row[k]["peak_rss_mb"] for k in MAIN}}
-                summary.append(item)
-                table.add_row(name, f"{temperature:g}", str(batch), f"{alone:.1f}", f"{lock:.1f}",
-                              f"{spec:.1f}", f"{spec / lock:.2f}x",
-                              f"{statistics.median(over_lock):.2f}x", f"{spec / alone:.2f}x",
-                              f"{statistics.median(over_large):.2f}x", f"{plain / lock:.2f}x",
-                              f"{item['acceptance']:.2f}",
-                              " / ".join(f"{v:.2f}" for v in
-                                         item["draft_forwards_per_token"].values()),
-                              " / ".join(f"{row[k]['peak_rss_mb']:.0f}" for k in MAIN[:3]))
-    console.print(table)
-    console.print(interleaved_table(results, setups, args, summary))
-    sweep = Table(title="Batch 1, greedy; '(sweep)' and below: one warm process per setup")
-    for column in ("setup", "configuration", "tok/s", "vs lockstep", "acceptance",
-                   "draft fwd/token"):
-        sweep.add_column(column, justify="right")
-    variants = {}
-    for name in setups:
-        lock = best(results, setup=name, temperature=0.0, batch=1, label="lockstep (sweep)")
-        labels = dict.fromkeys(r["label"] for r in results if r["setup"] == name
-                               and r["batch"] == 1 and r["temperature"] == 0.0)
-        for label in labels:
-            r = best(results, setup=name, temperature=0.0, batch=1, label=label)
-            variants.setdefault(name, {})[label] = {
-                "tok_s": r["tokens_per_s"], "median_tok_s": r["median_tokens_per_s"],
-                "acceptance": r["acceptance"], "rounds": r["rounds"]}
-            sweep.add_row(name, label, f"{r['tokens_per_s']:.1f}",
-                          f"{r['tokens_per_s'] / lock['tokens_per_s']:.2f}x",
-                          "" if r["acceptance"] is None else f"{r['acceptance']:.2f}",
-                          "" if r["acceptance"] is None else f"{r['draft_forwards_per_token']:.2f}")
-    console.print(sweep)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "speculative.json"
-    out.write_text(json.dumps({"threads": args.threads, "repeats": args.repeats,
-                               "clock": args.clock,
-                               "summary": summary, "batch1_greedy": variants,
-                               "measurements": results}, indent=1))
-    plot(variants, args.ks, RESULTS / "speculative_k.png", args.clock)
-    console.print(f"wrote {out} and {RESULTS / 'speculative_k.png'}")
-
-
-def interleaved_table(results, setups, args, summary):
-    """The ratios measured with the systems taking turns in one process (see
-    measure_interleaved): per pass, then their median; added to `summary`."""
-    from rich.table import Table
-
-    table = Table(title=f"Interleaved in one process, {args.passes} passes: ratios of tokens per "
-                        f"{args.clock} second, median (per pass)")
-    for column in ("setup", "T", "batch", "spec/lockstep", "spec/large", "no lookup/lockstep",
-                   "no lookup/large", "acceptance", "draft fwd/token"):
-        table.add_column(column, justify="right")
-    for item in summary:
-        where = {k: item[k] for k in ("setup", "temperature", "batch")}
-
-        cells = []
-        for key, a, b in (("speculative_over_lockstep", "speculative", "lockstep"),
-                          ("speculative_over_large", "speculative", "large_alone"),
-                          ("no_lookup_over_lockstep", "speculative_no_lookup", "lockstep"),
-                          ("no_lookup_over_large", "speculative_no_lookup", "large_alone")):
-            found = paired(results, f"{a} (interleaved)", f"{b} (interleaved)", **where)
-            item[f"{key}_interleaved"] = found
-            cells.append(f"{statistics.median(found):.2f}x ("
-                         + ", ".join(f"{v:.2f}" for v in found) + ")")
-        runs = {kind: [r for r in results if r["label"] == f"{kind} (interleaved)"
-                       and all(r[k] == v for k, v in where.items())] for kind in MAIN[2:]}
-
-        medians = {field: " / ".join(f"{statistics.median(r[field] for r in runs[k]):.2f}"
-                                     for k in MAIN[2:])
-                   for field in ("acceptance", "draft_forwards_per_token")}
-        table.add_row(item["setup"], f"{item['temperature']:g}", str(item["batch"]), *cells,
-                      *medians.values())
-    return table
-
-
-def plot(variants: dict, ks, path: Path, clock: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False)
-    for ax, (name, found) in zip(axes[0], variants.items(), strict=True):
-        for kind, shown in (("speculative", "speculative, fixed k"),
-                            ("speculative_no_lookup", "speculative without lookup, fixed k")):
-            ax.plot(ks, [found[f"{kind}, fixed k={k}"]["tok_s"] for k in ks], "o-", label=shown)
-        lines = (("speculative (sweep)", "speculative, adaptive k", "g", "--"),
-                 ("speculative_no_lookup (sweep)", "without lookup, adaptive k", "c", "--"),
-                 ("lockstep (sweep)", "lockstep", "r", ":"),
-                 ("lockstep, library forwards", "lockstep, library forwards", "m", ":"),
-                 ("large_alone (sweep)", "large model alone", "k", "-."))
-        for label, shown, color, style in lines:
-            ax.axhline(found[label]["tok_s"], color=color, linestyle=style, label=shown)
-        ax.set(title=f"{name}: batch 1, greedy", xlabel="draft tokens per round (k)",
-               ylabel=f"tokens per {clock} second")
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    report(results, setups, args, console, MAIN, RESULTS)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from emulate.decoding import Decoder, Delta
 from emulate.drafting import (
     DEFAULT_K,
     K_MAX,
+    adapt_k,
     check_k,
     check_lookup,
     composition_state,
@@ -185,7 +186,8 @@ class SpeculativeDecoder(Decoder):
             now = time.perf_counter()
             costs = None if prefilling else (  # a prefill is no measure of a round's cost
                 (drafted - started) / max(k, 1), now - drafted, now - started)
-            self._adapt(len(rows), judged, passed, costs)
+            self.k = adapt_k(self._learned, self.k, self.k_max, len(rows), judged, passed,
+                             costs)
         self._first = False
         self.rounds += 1
         self._retire()
@@ -325,41 +327,6 @@ class SpeculativeDecoder(Decoder):
             for r, block in zip(sampled, blocks, strict=True):
                 probs[r] = block
         return best, probs
-
-    def _adapt(self, rows: int, judged: int, passed: int,
-               costs: tuple[float, float, float] | None) -> None:
-        """Pick the k with the most expected tokens per second.
-
-        With per-position acceptance a, a round of k drafts yields (1 - a^(k+1)) / (1 - a)
-        tokens per row. A round's time is measured for each k tried with this many rows, and
-        predicted for the others as (k + a^k) drafted tokens plus a fixed part (verifying
-        forwards, bookkeeping). All are running averages that favour recent rounds, and a
-        decoder starts from what earlier decoders of its composition learned. `costs` (seconds
-        per drafted token, the rest of the round, the whole round) is None for a round whose
-        time says nothing about k.
-        """
-        learned = self._learned
-        learned["judged"] = 0.8 * learned["judged"] + judged
-        learned["passed"] = 0.8 * learned["passed"] + passed
-        a = min(learned["passed"] / learned["judged"], 0.99)
-        seen = learned.setdefault("seen", {})  # (rows, k) -> (round seconds, rounds seen)
-        if costs is not None:
-            draft_cost, fixed_cost, seconds = costs
-            old = learned["costs"] or (draft_cost, fixed_cost)
-            learned["costs"] = tuple(0.8 * o + 0.2 * n
-                                     for o, n in zip(old, (draft_cost, fixed_cost), strict=True))
-            spent, count = seen.get((rows, self.k), (seconds, 0))
-            seen[rows, self.k] = (0.7 * spent + 0.3 * seconds, count + 1)
-        if learned["costs"] is None:
-            return  # nothing measured yet: keep k
-        draft, fixed = learned["costs"]
-
-        def rate(k: int) -> float:
-            spent, count = seen.get((rows, k), (0.0, 0))
-            cost = spent if count >= 2 else (k + a**k) * draft + fixed
-            return (1 - a ** (k + 1)) / (1 - a) / cost
-
-        self.k = learned["k"] = max(range(1, self.k_max + 1), key=rate)
 
 
 def _verdict(params: SamplingParams, x: int, best, p, q, generator) -> int | None:
