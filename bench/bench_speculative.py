@@ -6,13 +6,19 @@ not built) and on random "roofline" Llamas (`large + small_tuned - small`), gree
 (T=1), batch 1 and 8, it measures tokens per second of
 - the large model alone (`model.generate`),
 - the lockstep composition (`Composition.complete`),
-- the speculative composition (adaptive k),
-plus the acceptance rate and peak RSS (a fresh process per measurement, after a warm-up), then
-at batch 1 greedy, in one warm process per setup: the same three again, lockstep with the
-library's forwards (`lean=False`), speculative with lean forwards for the draft only or none,
-and fixed k (the plot). Lockstep and speculative run the lean Llama forward by default.
+- the speculative composition (adaptive k; its drafts guess ahead by n-gram lookup),
+- the speculative composition without lookup,
+plus the acceptance rate and draft forwards per generated token (per row):
+1. interleaved: all four in one process, taking turns prompt by prompt for several passes; the
+   ratios of these are the figures to quote (a busy minute on a shared machine slows all four);
+2. one fresh process per measurement (after a warm-up), for peak RSS and absolute tokens/s;
+3. at batch 1 greedy, in one warm process per setup: lockstep with the library's forwards
+   (`lean=False`), speculative with lean forwards for the draft only or none, lookup in each
+   row's own text only, and fixed k with and without lookup (the plot).
 Seconds are process CPU seconds by default (`--clock cpu`, one thread): on a machine shared with
-other jobs, wall time measures their load as much as ours.
+other jobs, wall time measures their load as much as ours. Warm-ups use a prompt that is not
+measured, and each interleaved pass starts from the lookup history the warm-up left, so no
+answer is guessed from an earlier run of the same prompt.
 
 Independent random models agree no more than chance, so a draft would never be accepted. The
 roofline family here is therefore built so the small model is a good draft: the large model
