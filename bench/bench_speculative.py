@@ -164,42 +164,43 @@ def rates(tokens: int, seconds: float, cpu: float, clock: str) -> dict:
 
 
 def measure_interleaved(job: dict) -> list[dict]:
-    """Every system of MAIN in one process, taking turns on each batch of prompts (order
-    rotating), so a slow minute on a shared machine slows them all: the ratios of these
-    totals are the least noisy this machine gives. Each pass starts from the lookup history
-    the warm-up left (a prompt's answer is never guessed from an earlier pass)."""
+    """Several systems in one process, taking turns on each batch of prompts (order rotating),
+    so a slow minute on a shared machine slows them all: the ratios of these totals are the
+    least noisy this machine gives. `job["variants"]`: {"label", "kind", option overrides}.
+    Each system has its own view of the composition (same models, its own lookup history and
+    adaptive k), and each pass starts from the history its warm-up left: no answer is guessed
+    from another system's or an earlier pass's answer to the same prompt."""
     import copy
 
     from emulate.drafting import composition_state
 
     composition, chunks, warmup, generation = load(job)
-    out = []
-    stats = {kind: {"proposed": 0, "accepted": 0, "rounds": 0, "draft_forwards": 0}
-             for kind in MAIN}
-    runs = {kind: runner(kind, job, composition, generation, stats[kind]) for kind in MAIN}
-    for run in runs.values():
+    variants = job["variants"]
+    views = [copy.copy(composition) for _ in variants]
+    stats = [{"proposed": 0, "accepted": 0, "rounds": 0, "draft_forwards": 0} for _ in variants]
+    runs = [runner(v["kind"], {**job, **v}, view, generation, stat)
+            for v, view, stat in zip(variants, views, stats, strict=True)]
+    for run in runs:
         run(warmup, 0)
-    state = composition_state(composition)
-    history = copy.deepcopy(state["history"])
+    histories = [copy.deepcopy(composition_state(view).get("history")) for view in views]
+    out = []
     for repeat in range(job["passes"]):
-        state["history"] = copy.deepcopy(history)
-        for kind in MAIN:
-            stats[kind].update(dict.fromkeys(stats[kind], 0))
-        totals = {kind: [0, 0.0, 0.0] for kind in MAIN}  # tokens, wall, cpu
+        for view, history, stat in zip(views, histories, stats, strict=True):
+            composition_state(view)["history"] = copy.deepcopy(history)
+            stat.update(dict.fromkeys(stat, 0))
+        totals = [[0, 0.0, 0.0] for _ in variants]  # tokens, wall, cpu
         for n, chunk in enumerate(chunks):
-            for i in range(len(MAIN)):
-                kind = MAIN[(n + i) % len(MAIN)]
+            for i in range(len(variants)):
+                v = (n + i) % len(variants)
                 start, cpu = time.perf_counter(), time.process_time()
-                tokens = runs[kind](chunk, 1000 + 100 * n)
-                total = totals[kind]
-                total[0] += tokens
-                total[1] += time.perf_counter() - start
-                total[2] += time.process_time() - cpu
-        for kind in MAIN:
-            tokens, seconds, cpu = totals[kind]
-            s = stats[kind]
-            out.append({**job, "kind": kind, "label": f"{kind} (interleaved)", "repeat": repeat,
-                        "tokens": tokens, **rates(tokens, seconds, cpu, job["clock"]), **s,
+                tokens = runs[v](chunk, 1000 + 100 * n)
+                totals[v][0] += tokens
+                totals[v][1] += time.perf_counter() - start
+                totals[v][2] += time.process_time() - cpu
+        for variant, (tokens, seconds, cpu), s in zip(variants, totals, stats, strict=True):
+            out.append({**{k: v for k, v in job.items() if k != "variants"}, **variant,
+                        "repeat": repeat, "tokens": tokens,
+                        **rates(tokens, seconds, cpu, job["clock"]), **s,
                         "draft_forwards_per_token": s["draft_forwards"] * job["batch"] / tokens,
                         "acceptance": s["accepted"] / s["proposed"] if s["proposed"] else None})
     return out
@@ -268,14 +269,16 @@ def main() -> None:
                 "temperature": temperature, **extra}
 
     # The ratios: every system in one process, taking turns prompt by prompt.
-    interleaved_jobs = [[base(name, batch, t, kind="interleaved", passes=args.passes)]
+    interleaved = [{"kind": kind, "label": f"{kind} (interleaved)"} for kind in MAIN]
+    interleaved_jobs = [[base(name, batch, t, kind="interleaved", passes=args.passes,
+                              variants=interleaved)]
                         for name in setups for t in (0.0, 1.0) for batch in args.batches]
     # Main table: one process per measurement (peak RSS), repeats interleaved.
     main_jobs = [[base(name, batch, t, kind=kind, label=kind, repeat=repeat)]
                  for repeat in range(args.repeats) for name in setups for t in (0.0, 1.0)
                  for batch in args.batches for kind in MAIN]
-    # Batch 1 greedy in one warm process per setup, repeats interleaved: the references again,
-    # variants and fixed k (the plot compares these only with each other).
+    # Batch 1 greedy, interleaved in one process per setup: the references again, variants
+    # and fixed k (the plot).
     variants = [{"kind": kind, "label": f"{kind} (sweep)"} for kind in MAIN]
     variants += [{"kind": "lockstep_library", "label": "lockstep, library forwards"},
                 {"kind": "speculative", "lean": "draft", "label": "speculative, lean draft only"},
@@ -284,8 +287,9 @@ def main() -> None:
                   "label": "speculative, lookup in own text only"}]
     variants += [{"kind": kind, "k": k, "adaptive": False, "label": f"{kind}, fixed k={k}"}
                  for kind in ("speculative", "speculative_no_lookup") for k in args.ks]
-    sweep_jobs = [[base(name, 1, 0.0, **v) for _ in range(args.repeats) for v in variants]
-                  for name in setups]
+    variants = [{**v, "sweep": True} for v in variants]
+    sweep_jobs = [[base(name, 1, 0.0, kind="interleaved", passes=args.repeats,
+                        variants=variants)] for name in setups]
     results = []
     context = mp.get_context("spawn")
     with context.Pool(1, maxtasksperchild=1) as pool:

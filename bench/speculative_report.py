@@ -70,25 +70,29 @@ def report(results, setups, args, console, kinds, out_dir: Path) -> None:
                               " / ".join(f"{row[k]['peak_rss_mb']:.0f}" for k in kinds[:3]))
     console.print(table)
     console.print(interleaved_table(results, args, summary, kinds))
-    sweep = Table(title="Batch 1, greedy; '(sweep)' and below: one warm process per setup")
-    for column in ("setup", "configuration", "tok/s", "vs lockstep", "acceptance",
+    sweep = Table(title=f"Batch 1, greedy, interleaved in one process per setup, "
+                        f"{args.repeats} passes: median")
+    for column in ("setup", "configuration", "tok/s", "vs lockstep (paired)", "acceptance",
                    "draft fwd/token"):
         sweep.add_column(column, justify="right")
     variants = {}
     for name in setups:
-        lock = best(results, setup=name, temperature=0.0, batch=1, label="lockstep (sweep)")
-        labels = dict.fromkeys(r["label"] for r in results if r["setup"] == name
-                               and r["batch"] == 1 and r["temperature"] == 0.0
-                               and not r["label"].endswith("(interleaved)"))
-        for label in labels:
-            r = best(results, setup=name, temperature=0.0, batch=1, label=label)
+        runs = [r for r in results if r["setup"] == name and r.get("sweep")]
+        for label in dict.fromkeys(r["label"] for r in runs):
+            mine = [r for r in runs if r["label"] == label]
+            found = {field: statistics.median(r[field] for r in mine)
+                     if mine[0][field] is not None else None
+                     for field in ("tokens_per_s", "acceptance", "draft_forwards_per_token")}
+            ratio = 1.0 if label == "lockstep (sweep)" else statistics.median(
+                paired(runs, label, "lockstep (sweep)"))
             variants.setdefault(name, {})[label] = {
-                "tok_s": r["tokens_per_s"], "median_tok_s": r["median_tokens_per_s"],
-                "acceptance": r["acceptance"], "rounds": r["rounds"]}
-            sweep.add_row(name, label, f"{r['tokens_per_s']:.1f}",
-                          f"{r['tokens_per_s'] / lock['tokens_per_s']:.2f}x",
-                          "" if r["acceptance"] is None else f"{r['acceptance']:.2f}",
-                          "" if r["acceptance"] is None else f"{r['draft_forwards_per_token']:.2f}")
+                "tok_s": found["tokens_per_s"], "over_lockstep": ratio,
+                "acceptance": found["acceptance"],
+                "draft_forwards_per_token": found["draft_forwards_per_token"]}
+            speculative = found["acceptance"] is not None
+            sweep.add_row(name, label, f"{found['tokens_per_s']:.1f}", f"{ratio:.2f}x",
+                          f"{found['acceptance']:.2f}" if speculative else "",
+                          f"{found['draft_forwards_per_token']:.2f}" if speculative else "")
     console.print(sweep)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "speculative.json"
