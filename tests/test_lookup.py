@@ -36,3 +36,14 @@ def test_past_capacity_the_older_half_is_forgotten():
     assert index.guess([2], 1, limit=2) == []
     index.extend([6, 1])
     assert index.guess([6], 1, limit=2) == [1]
+
+
+def test_a_new_token_in_a_slot_is_skipped_over():
+    # "of Tigaen is Perrin ." then "of Zhith": Zhith was never seen; "of" and one more token
+    # were followed by "is Perrin".
+    index = NgramIndex([10, 20, 30, 40, 50])
+    assert guess([index], [10, 99], limit=2) == [30, 40]
+    # Two matched tokens and a free one outrank one matched token.
+    index = NgramIndex([1, 2, 3, 4, 8, 6])
+    assert guess([index], [1, 2, 8], limit=2) == [4, 8]
+    assert guess([index], [5, 8], limit=2) == [6]

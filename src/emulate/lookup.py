@@ -46,12 +46,20 @@ class NgramIndex:
 
 
 def guess(indexes: list[NgramIndex], context: list[int], limit: int) -> list[int]:
-    """The guess of the longest n-gram match, trying `indexes` in order at each length."""
+    """The guess of the longest match, trying `indexes` in order at each length.
+
+    A match is the context's last n tokens, or else the n tokens before its last one with the
+    last one free: a slot filled with a new name or number ("of Zhith") is guessed to go on as
+    it did after the same words and another filler ("of Tigaen is ..." gives "is ...")."""
     if limit <= 0:
         return []
     for n in range(max(index.n_max for index in indexes), 0, -1):
         for index in indexes:
             found = index.guess(context, n, limit)
+            if found:
+                return found
+        for index in indexes:
+            found = index.guess(context[:-1], n, limit + 1)[1:]
             if found:
                 return found
     return []
