@@ -128,7 +128,8 @@ class Composition:
     def decoder(
         self, prompts: list[Prompt], params: list[SamplingParams], speculative=None
     ) -> Decoder:
-        """speculative=True or {"draft": TERM or FORMULA, "k": K}: exact speculative decoding."""
+        """speculative=True or {"draft": TERM or FORMULA, "k": K, "lookup": ...}: exact
+        speculative decoding (options in drafting.py, the decoder in speculative.py)."""
         if not prompts:
             raise GenerationParamsError("no prompts given")
         if len(params) != len(prompts):

@@ -12,6 +12,10 @@ filter. Greedy rows accept while the draft token is p's argmax, so their output 
 output token for token. Each position's random numbers come from a generator seeded by the row's
 seed and the position, so a sampled row's output does not depend on k or on its batch.
 
+The draft's forwards read guesses of its next tokens along (lookup.py): a guess the draft then
+drafts itself saves a forward, one it does not is taken back out of its cache. Drafting stops
+early where every row drafted its end.
+
 Cache bookkeeping: every model's cache holds a row's accepted tokens except the last one, which
 leads the next round's block. Rows accept different numbers of tokens; rejected positions are
 masked out of that row's attention mask (a hole that takes no position id) and columns that no
@@ -46,8 +50,10 @@ class SpeculativeDecoder(Decoder):
     """A `Decoder` whose `step()` drafts k tokens per row and keeps those the formula accepts.
 
     `proposed` and `accepted` count draft tokens (their ratio is `acceptance_rate`); `rounds`
-    counts steps that ran the models. k adapts to the measured acceptance and forward times
-    (`adaptive=False` keeps k fixed).
+    counts steps that ran the models, `draft_forwards` the draft's forwards. k adapts to the
+    measured acceptance and forward times (`adaptive=False` keeps k fixed). `lookup`: guess the
+    draft's next tokens from each row's own text and this composition's earlier texts (True),
+    its own text only ("own"), or not at all (False).
     """
 
     def __init__(self, composition, prompts, params: list[SamplingParams],
