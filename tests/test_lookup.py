@@ -1,8 +1,22 @@
-"""N-gram lookup: what the draft's guesses are made of."""
+"""N-gram lookup: what the draft's guesses are made of, and that they change no output."""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
+from speculative_setup import PROMPTS, assert_same, run, single_thread, upscaled_composition
+from tiny_models import make_tokenizer
+
+from emulate import GenerationParamsError, SamplingParams
 from emulate.lookup import NgramIndex, guess
+from emulate.speculative import SpeculativeDecoder
+
+
+@pytest.fixture(scope="module")
+def upscaled():
+    with single_thread():
+        yield upscaled_composition(make_tokenizer())
 
 
 def test_guess_continues_the_last_occurrence_of_the_longest_match():
@@ -47,3 +61,40 @@ def test_a_new_token_in_a_slot_is_skipped_over():
     index = NgramIndex([1, 2, 3, 4, 8, 6])
     assert guess([index], [1, 2, 8], limit=2) == [4, 8]
     assert guess([index], [5, 8], limit=2) == [6]
+
+
+def test_lookup_guesses_save_draft_forwards_and_change_nothing(upscaled, monkeypatch):
+    """Guesses from the rows' own text and from earlier answers (the history) only decide how
+    many forwards the draft takes: greedy and sampled rows, batched, come out as without them,
+    whether the guesses hit (a second run of the same prompts) or miss part-way (new seeds)."""
+    missed = []
+    unread = SpeculativeDecoder._unread
+    monkeypatch.setattr(SpeculativeDecoder, "_unread",
+                        lambda self, n, *a: (missed.append(n), unread(self, n, *a)))
+    spec = {"draft": "large + 0.5*(chat - small)", "k": 4, "adaptive": False}
+
+    def mixed(seed):
+        return [SamplingParams(max_new_tokens=20, temperature=0),
+                SamplingParams(max_new_tokens=20, temperature=1.0, seed=seed),
+                SamplingParams(max_new_tokens=14, temperature=0.8, top_k=20, seed=seed + 1),
+                SamplingParams(max_new_tokens=20, temperature=0, top_p=0.5),
+                SamplingParams(max_new_tokens=16, temperature=1.2, min_p=0.05, seed=seed + 2),
+                SamplingParams(max_new_tokens=20, temperature=0)]
+
+    remembering = copy.copy(upscaled)  # a composition of its own: an empty history
+    plain, unguessed = run(upscaled, PROMPTS, mixed(7), {**spec, "lookup": False})
+    first, cold = run(remembering, PROMPTS, mixed(7), spec)
+    again, warm = run(remembering, PROMPTS, mixed(7), spec)
+    assert_same(plain, first)
+    assert_same(plain, again)
+    assert warm.draft_forwards < cold.draft_forwards <= unguessed.draft_forwards
+    assert warm.proposed == cold.proposed == unguessed.proposed
+    for seed in (20, 30):
+        expected, _ = run(upscaled, PROMPTS, mixed(seed), {**spec, "lookup": False})
+        got, _ = run(remembering, PROMPTS, mixed(seed), spec)
+        assert_same(expected, got)
+    assert missed  # some guesses were read and taken back
+    own_only, _ = run(remembering, PROMPTS[:2], mixed(7)[:2], {**spec, "lookup": "own"})
+    assert_same(plain[:2], own_only)
+    with pytest.raises(GenerationParamsError, match="lookup"):
+        run(upscaled, PROMPTS[:1], mixed(7)[:1], {"lookup": "everything"})

@@ -7,6 +7,15 @@ import copy
 
 import pytest
 import torch
+from speculative_setup import (
+    PROMPTS,
+    UPSCALE,
+    assert_same,
+    greedy,
+    run,
+    single_thread,
+    upscaled_composition,
+)
 from tiny_models import gpt2, llama, make_tokenizer
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -16,24 +25,11 @@ from emulate import Composition, FormulaError, GenerationParamsError, Plausibili
 from emulate.sampling import filter_logprobs, top_p_mask
 from emulate.speculative import SpeculativeDecoder
 
-PROMPTS = [
-    "The quick",
-    "Emulated fine-tuning combines a large base model",
-    "Où",
-    "a",
-    "Numbers 0123456789 and punctuation",
-    "Ça coûte 5€. The quick brown",
-]
-UPSCALE = "large + 1.0*(chat - small)"
-
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Tiny models run faster on one thread, and far faster on a machine shared with others."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -43,33 +39,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def upscaled(tokenizer):
-    """Float64 tiny Llamas (greedy ties cannot flip between block and one-token forwards)."""
-    vocab = len(tokenizer)
-    members = {
-        "large": llama(vocab, hidden=64, layers=3, seed=1),
-        "chat": llama(vocab, seed=3),
-        "small": llama(vocab, seed=2),
-    }
-    return Composition(
-        UPSCALE, {name: (m.double(), tokenizer) for name, m in members.items()},
-        templates={"chat": "chat"},
-    )
-
-
-def run(composition, prompts, params, speculative=None):
-    decoder = composition.decoder(prompts, params, speculative)
-    while not decoder.done:
-        decoder.step()
-    return [decoder.completion(i) for i in range(len(prompts))], decoder
-
-
-def greedy(composition, prompts, n=24, **kwargs):
-    return composition.sampling_params(prompts, max_new_tokens=n, temperature=0, **kwargs)
-
-
-def assert_same(expected, got):
-    for a, b in zip(expected, got, strict=True):
-        assert (b.token_ids, b.text, b.finish_reason) == (a.token_ids, a.text, a.finish_reason)
+    return upscaled_composition(tokenizer)
 
 
 # The default draft (chat) rarely agrees with random models; "large" sometimes; a half-way
@@ -193,43 +163,6 @@ def test_batched_equals_single_row(upscaled):
     lockstep, _ = run(upscaled, PROMPTS, copy.deepcopy(mixed))
     for i in (0, 3, 5):
         assert lockstep[i].token_ids == batched[i].token_ids
-
-
-def test_lookup_guesses_save_draft_forwards_and_change_nothing(upscaled, monkeypatch):
-    """Guesses from the rows' own text and from earlier answers (the history) only decide how
-    many forwards the draft takes: greedy and sampled rows, batched, come out as without them,
-    whether the guesses hit (a second run of the same prompts) or miss part-way (new seeds)."""
-    missed = []
-    unread = SpeculativeDecoder._unread
-    monkeypatch.setattr(SpeculativeDecoder, "_unread",
-                        lambda self, n, *a: (missed.append(n), unread(self, n, *a)))
-    spec = {"draft": "large + 0.5*(chat - small)", "k": 4, "adaptive": False}
-
-    def mixed(seed):
-        return [SamplingParams(max_new_tokens=20, temperature=0),
-                SamplingParams(max_new_tokens=20, temperature=1.0, seed=seed),
-                SamplingParams(max_new_tokens=14, temperature=0.8, top_k=20, seed=seed + 1),
-                SamplingParams(max_new_tokens=20, temperature=0, top_p=0.5),
-                SamplingParams(max_new_tokens=16, temperature=1.2, min_p=0.05, seed=seed + 2),
-                SamplingParams(max_new_tokens=20, temperature=0)]
-
-    remembering = copy.copy(upscaled)  # a composition of its own: an empty history
-    plain, unguessed = run(upscaled, PROMPTS, mixed(7), {**spec, "lookup": False})
-    first, cold = run(remembering, PROMPTS, mixed(7), spec)
-    again, warm = run(remembering, PROMPTS, mixed(7), spec)
-    assert_same(plain, first)
-    assert_same(plain, again)
-    assert warm.draft_forwards < cold.draft_forwards <= unguessed.draft_forwards
-    assert warm.proposed == cold.proposed == unguessed.proposed
-    for seed in (20, 30):
-        expected, _ = run(upscaled, PROMPTS, mixed(seed), {**spec, "lookup": False})
-        got, _ = run(remembering, PROMPTS, mixed(seed), spec)
-        assert_same(expected, got)
-    assert missed  # some guesses were read and taken back
-    own_only, _ = run(remembering, PROMPTS[:2], mixed(7)[:2], {**spec, "lookup": "own"})
-    assert_same(plain[:2], own_only)
-    with pytest.raises(GenerationParamsError, match="lookup"):
-        run(upscaled, PROMPTS[:1], mixed(7)[:1], {"lookup": "everything"})
 
 
 def test_api_and_stream(upscaled):
