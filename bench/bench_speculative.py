@@ -186,7 +186,8 @@ def measure_interleaved(job: dict) -> list[dict]:
     out = []
     for repeat in range(job["passes"]):
         for view, history, stat in zip(views, histories, stats, strict=True):
-            composition_state(view)["history"] = copy.deepcopy(history)
+            if history is not None:
+                composition_state(view)["history"] = copy.deepcopy(history)
             stat.update(dict.fromkeys(stat, 0))
         totals = [[0, 0.0, 0.0] for _ in variants]  # tokens, wall, cpu
         for n, chunk in enumerate(chunks):

@@ -77,7 +77,7 @@ class LeanLlama:
         inner, (rows, length) = self.model.model, input_ids.shape
         past = cache.get_seq_length()
         x = F.embedding(input_ids, inner.embed_tokens.weight)
-        cos, sin = self._rotary(x, position_ids)
+        cos, sin = self._rotary(x, position_ids, past + length)
         mask = None
         if attention_mask is not None or length > 1:
             seen = torch.arange(past + length, device=x.device)
@@ -103,16 +103,17 @@ class LeanLlama:
         logits = _linear(self._norm(x, inner.norm.weight), self.model.lm_head)
         return SimpleNamespace(logits=logits, cache=cache)
 
-    def _rotary(self, x: torch.Tensor, positions: torch.Tensor):
-        """cos and sin at `positions`, (rows, 1, length, head_dim): the model's rotary
-        embedding, looked up in a table of its values (each position's values are computed
-        on their own, so the table holds exactly what the module returns). Rotary embeddings
-        that change with the sequence length (dynamic scaling) are called every time."""
+    def _rotary(self, x: torch.Tensor, positions: torch.Tensor, needed: int):
+        """cos and sin at `positions` (all below `needed`, the cached length after this
+        forward: known on the host, so no device sync), (rows, 1, length, head_dim): the
+        model's rotary embedding, looked up in a table of its values (each position's values
+        are computed on their own, so the table holds exactly what the module returns). Rotary
+        embeddings that change with the sequence length (dynamic scaling) are called every
+        time."""
         rotary = self.model.model.rotary_emb
         if getattr(rotary, "rope_type", "default") != "default":
             cos, sin = rotary(x, positions)
             return cos[:, None], sin[:, None]
-        needed = int(positions.max()) + 1
         table = self._table
         if table is None or table[0].shape[0] < needed or table[0].dtype != x.dtype:
             length = max(needed, 2 * (0 if table is None else table[0].shape[0]), 256)

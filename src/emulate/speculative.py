@@ -83,8 +83,8 @@ class SpeculativeDecoder(Decoder):
         # lookup=True also the earlier texts of this composition.
         own = self.prompt_ids[self.draft_terms[0]]
         self.texts = [NgramIndex(ids) for ids in own] if lookup else None
-        self.history = composition_state(composition).setdefault("history", NgramIndex())
-        self.shared = lookup is True
+        state = composition_state(composition)
+        self.history = state.setdefault("history", NgramIndex()) if lookup is True else None
         self.draft_forwards = 0
 
     def _defers(self, key: str) -> bool:
@@ -226,7 +226,8 @@ class SpeculativeDecoder(Decoder):
                 else:  # this guess and the ones after it were read in vain
                     self._unread(guessed.shape[1], logits, fed, known)
                     guessed = guessed[:, :0]
-            if all(self._ends(i, int(x)) for i, x in zip(self.rows, drafts[:, j], strict=True)):
+            if all(self._ends(i, x) for i, x in zip(self.rows, drafts[:, j].tolist(),
+                                                      strict=True)):
                 if guessed.shape[1]:  # nothing after a row's end is needed
                     self._unread(guessed.shape[1], logits, fed, known)
                 return drafts[:, : j + 1], proposals
@@ -244,7 +245,7 @@ class SpeculativeDecoder(Decoder):
         found = []
         for i, row_drafts in zip(self.rows, drafts.tolist(), strict=True):
             own = self.texts[i]
-            indexes = [own, self.history] if self.shared else [own]
+            indexes = [own] if self.history is None else [own, self.history]
             found.append(guess(indexes, own.tokens[-own.n_max :] + row_drafts, limit))
             if not found[-1]:
                 return drafts[:, :0]
@@ -265,7 +266,7 @@ class SpeculativeDecoder(Decoder):
             return
         own = self.texts[index]
         own.extend(delta.token_ids)
-        if delta.finish_reason is not None and self.shared:
+        if delta.finish_reason is not None and self.history is not None:
             self.history.extend(own.tokens)
 
     def _forward(self, keys, tokens: torch.Tensor, logits: dict, fed: dict) -> None:
