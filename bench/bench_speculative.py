@@ -172,7 +172,7 @@ def measure_interleaved(job: dict) -> list[dict]:
     from another system's or an earlier pass's answer to the same prompt."""
     import copy
 
-    from emulate.drafting import composition_state
+    from emulate.compose.drafting import composition_state
 
     composition, chunks, warmup, generation = load(job)
     variants = job["variants"]

@@ -5,9 +5,7 @@ emulated disalignment (ED) runs a release's alignment backwards as a safety audi
 formula over model log-probs, e.g. `large + 1.0*(small_chat - small)`.
 """
 
-from emulate.composition import Composition
-from emulate.decoding import Completion, Delta
-from emulate.errors import (
+from emulate.common.errors import (
     EmulateError,
     FormulaError,
     GenerationParamsError,
@@ -16,8 +14,10 @@ from emulate.errors import (
     TemplateError,
     VocabularyMismatchError,
 )
-from emulate.formula import disalign, downscale, mix, parse_formula, upscale
-from emulate.sampling import Plausibility, SamplingParams
+from emulate.compose.composition import Composition
+from emulate.compose.decoding import Completion, Delta
+from emulate.compose.formula import disalign, downscale, mix, parse_formula, upscale
+from emulate.compose.sampling import Plausibility, SamplingParams
 
 __all__ = [
     "Completion",

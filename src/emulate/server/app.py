@@ -21,7 +21,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from emulate.errors import EmulateError, FormulaError, GenerationParamsError, PromptTooLongError
+from emulate.common.errors import (
+    EmulateError,
+    FormulaError,
+    GenerationParamsError,
+    PromptTooLongError,
+)
 from emulate.server.batcher import Batcher, EmptyPromptError, Job, Overloaded
 from emulate.server.config import ServerSettings
 from emulate.server.protocol import (

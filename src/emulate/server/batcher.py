@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emulate.decoding import Completion
-from emulate.drafting import check_speculative
-from emulate.errors import EmulateError, PromptTooLongError
-from emulate.sampling import SamplingParams
-from emulate.templates import Prompt
+from emulate.common.errors import EmulateError, PromptTooLongError
+from emulate.compose.decoding import Completion
+from emulate.compose.drafting import check_speculative
+from emulate.compose.sampling import SamplingParams
+from emulate.compose.templates import Prompt
 
 log = logging.getLogger("emulate.server.batcher")
 

@@ -33,8 +33,8 @@ def serve_command(
     """Serve compositions through an OpenAI-compatible API (/v1/completions, /v1/chat/...)."""
     import uvicorn
 
-    from emulate.cli import fail, quiet_transformers
-    from emulate.errors import EmulateError
+    from emulate.common.cli import fail, quiet_transformers
+    from emulate.common.errors import EmulateError
     from emulate.server.app import create_app
     from emulate.server.config import build_compositions, load_config, toy_world_config
     from emulate.server.translate import Served

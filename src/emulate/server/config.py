@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from emulate.errors import EmulateError
+from emulate.common.errors import EmulateError
 
 DEFAULT_NAME = "toy-eft"
 
@@ -174,8 +174,8 @@ def _composition(name: str, body, sources: dict[str, str], base_dir: Path) -> Co
 
 
 def _check_defaults(defaults: Defaults, terms, parameters, where: str) -> None:
-    from emulate.drafting import check_speculative_options
-    from emulate.sampling import SamplingParams
+    from emulate.compose.drafting import check_speculative_options
+    from emulate.compose.sampling import SamplingParams
 
     for key in ("max_tokens", "max_tokens_limit"):
         value = getattr(defaults, key)
@@ -231,9 +231,9 @@ def _settings(body) -> ServerSettings:
 
 def build_compositions(config: ServerConfig) -> dict:
     """Load every checkpoint once and build one Composition per entry."""
-    from emulate.composition import Composition
-    from emulate.drafting import check_speculative
-    from emulate.loading import load_model
+    from emulate.compose.composition import Composition
+    from emulate.compose.drafting import check_speculative
+    from emulate.compose.loading import load_model
 
     settings = config.server
     loaded: dict[str, object] = {}

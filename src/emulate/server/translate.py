@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from emulate.errors import GenerationParamsError
-from emulate.sampling import Plausibility, SamplingParams
+from emulate.common.errors import GenerationParamsError
+from emulate.compose.sampling import Plausibility, SamplingParams
 from emulate.server.batcher import Job
 from emulate.server.config import CompositionSpec
 from emulate.server.protocol import (

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from emulate.errors import EmulateError
+from emulate.common.errors import EmulateError
 from emulate.world.evaluate import GROUPS, evaluate
 from emulate.world.family import (
     SIZES,

@@ -14,12 +14,13 @@ import os
 import random
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from emulate.common.cache import world_dir
+from emulate.common.progress import TrainingBars
 from emulate.world import corpus
 from emulate.world.facts import VALUES, World, make_world
 from emulate.world.tokenizer import train_tokenizer
@@ -96,9 +97,7 @@ SIZES: dict[str, WorldSize] = {
 
 def default_world_dir(size: str = "default", seed: int = 0) -> Path:
     """``$EMULATE_HOME/worlds/<size>-seed<seed>``, else ``~/.cache/emulate/worlds/...``."""
-    home = os.environ.get("EMULATE_HOME")
-    root = Path(home) if home else Path.home() / ".cache" / "emulate"
-    return root / "worlds" / f"{size}-seed{seed}"
+    return world_dir("worlds", size, seed)
 
 
 def build_key(size: str, seed: int, spec: WorldSize | None = None) -> str:
@@ -183,7 +182,7 @@ def build_world(
         spec.n_people, seed, qa_fraction=spec.qa_fraction, large_qa_fraction=spec.large_qa_fraction
     )
     world.save(out_dir / "world.json")
-    bar = _Bars(progress)
+    bar = TrainingBars(progress)
     with bar:
         tokenizer = _tokenizer(world, spec, seed)
         tokenizer.save_pretrained(out_dir / "tokenizer")
@@ -340,44 +339,3 @@ def _load(path: Path):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path)
-
-
-class _Bars:
-    """Rich progress bars, or nothing when ``progress`` is false."""
-
-    def __init__(self, progress: bool):
-        self.progress = None
-        self.tasks: dict = {}
-        if progress:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self.progress = Progress(
-                TextColumn("{task.description:<15}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TimeElapsedColumn(),
-            )
-
-    def __enter__(self):
-        return (self.progress or nullcontext()).__enter__()
-
-    def __exit__(self, *exc):
-        return (self.progress or nullcontext()).__exit__(*exc)
-
-    def event(self, event: tuple) -> None:
-        """("add", member, steps) or ("step", member, step, loss), from any training process."""
-        if self.progress is None:
-            return
-        if event[0] == "add":
-            _, member, total = event
-            self.tasks[member] = self.progress.add_task(member, total=total, loss="-")
-        else:
-            _, member, step, loss = event
-            self.progress.update(self.tasks[member], completed=step, loss=f"{loss:.3f}")

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import httpx
 
-from emulate.errors import EmulateError
+from emulate.common.errors import EmulateError
 
 
 class JudgeError(EmulateError):

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from emulate.errors import EmulateError
+from emulate.common.cli import fail, quiet_transformers
+from emulate.common.errors import EmulateError
 
 console = Console(stderr=True)
 
@@ -46,8 +47,6 @@ def _world_dir(world: Path | None) -> Path:
 
 
 def _quiet() -> None:
-    from emulate.cli import quiet_transformers
-
     quiet_transformers()
 
 
@@ -69,8 +68,8 @@ def sweep_command(
 ):
     """Sweep λ (helpful↔harmless), β (fine-tuning strength) and α (emulated disalignment) on
     the toy world, small-scale and EFT up-scaled, with the world's exact metrics."""
-    from emulate.knobs_plots import plot_beta, plot_ed, plot_frontier
-    from emulate.sweep import run_sweep
+    from emulate.knobs.plots import plot_beta, plot_ed, plot_frontier
+    from emulate.knobs.sweep import run_sweep
 
     _quiet()
     world_dir = _world_dir(world)
@@ -82,8 +81,7 @@ def sweep_command(
                                limit=limit, max_new_tokens=max_new_tokens,
                                on_progress=lambda text: status.update(text), **grid)
     except EmulateError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(code=2) from None
+        fail(error)
     out.mkdir(parents=True, exist_ok=True)
     for audit in result["ed"].values():
         audit.pop("responses")
@@ -181,9 +179,9 @@ def audit_command(
     dtype: str | None = None,
 ):
     """Audit a model release by emulated disalignment (help: AUDIT_HELP)."""
-    from emulate.audit import audit_composition, read_prompts, run_audit, world_prompts
-    from emulate.judges import ExactLeakJudge, OpenAIJudge, load_template
-    from emulate.knobs_plots import plot_audit
+    from emulate.knobs.audit import audit_composition, read_prompts, run_audit, world_prompts
+    from emulate.knobs.judges import ExactLeakJudge, OpenAIJudge, load_template
+    from emulate.knobs.plots import plot_audit
 
     _quiet()
     try:
@@ -216,8 +214,7 @@ def audit_command(
                 on_progress=lambda label: status.update(f"sampling and judging: {label}"),
             )
     except EmulateError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(code=2) from None
+        fail(error)
     result.update(base=str(base_path), aligned=str(aligned_path), prompts=source)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "responses.jsonl", "w") as f:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable, Mapping
 
-from emulate.errors import FormulaError
+from emulate.common.errors import FormulaError
 
 Weights = dict[str, float]
 

@@ -69,7 +69,7 @@ def upscaled(family, **kwargs) -> Composition:
 def test_llama_terms_decode_through_the_checked_lean_forward(family):
     """The lean forward falls back to the library's when its probe disagrees: make sure the
     tests below exercise the lean one (and that lean=False and GPT-2 do not)."""
-    from emulate.lean_llama import LeanLlama
+    from emulate.compose.lean_llama import LeanLlama
 
     for composition, lean in ((upscaled(family), True), (upscaled(family, lean=False), False),
                               (gpt2_with_format_template(family), False)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emulate.errors import TemplateError
+from emulate.common.errors import TemplateError
 
 Messages = list[dict[str, str]]
 Prompt = str | Messages

@@ -28,10 +28,10 @@ import time
 
 import torch
 
-from emulate.cached_batch import CachedBatch
-from emulate.combine import compose_logprobs
-from emulate.decoding import Decoder, Delta
-from emulate.drafting import (
+from emulate.compose.cached_batch import CachedBatch
+from emulate.compose.combine import compose_logprobs
+from emulate.compose.decoding import Decoder, Delta
+from emulate.compose.drafting import (
     DEFAULT_K,
     K_MAX,
     adapt_k,
@@ -40,10 +40,10 @@ from emulate.drafting import (
     composition_state,
     default_draft,
 )
-from emulate.formula import parse_formula
-from emulate.lean_llama import LeanLlama
-from emulate.lookup import NgramIndex, guess
-from emulate.sampling import SamplingParams, draw, filter_logprobs
+from emulate.compose.formula import parse_formula
+from emulate.compose.lean_llama import LeanLlama
+from emulate.compose.lookup import NgramIndex, guess
+from emulate.compose.sampling import SamplingParams, draw, filter_logprobs
 
 
 class SpeculativeDecoder(Decoder):

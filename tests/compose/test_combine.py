@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from emulate.combine import compose_logprobs
+from emulate.compose.combine import compose_logprobs
 
 
 def test_matches_weighted_log_softmax():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from scipy.stats import chisquare
 
-from emulate.sampling import draw
+from emulate.compose.sampling import draw
 
 
 def test_draw_follows_the_weights_and_never_draws_a_zero():

@@ -14,10 +14,10 @@ from fastapi.responses import JSONResponse
 from typer.testing import CliRunner
 
 from emulate import Composition, disalign, upscale
-from emulate.audit import run_audit, world_prompts
 from emulate.cli import app
-from emulate.judges import Item, JudgeError, OpenAIJudge, chat_url, parse_verdict
-from emulate.sweep import FRONTIER, load_family
+from emulate.knobs.audit import run_audit, world_prompts
+from emulate.knobs.judges import Item, JudgeError, OpenAIJudge, chat_url, parse_verdict
+from emulate.knobs.sweep import FRONTIER, load_family
 from emulate.world import evaluate, load_world
 from emulate.world.corpus import Question
 from emulate.world.evaluate import score

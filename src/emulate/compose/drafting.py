@@ -13,8 +13,8 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping
 
-from emulate.errors import GenerationParamsError
-from emulate.formula import parse_formula
+from emulate.common.errors import GenerationParamsError
+from emulate.compose.formula import parse_formula
 
 DEFAULT_K = 4
 K_MAX = 16

@@ -16,14 +16,14 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from emulate.decoding import Completion, Decoder, Delta
-from emulate.drafting import speculative_options
-from emulate.errors import FormulaError, GenerationParamsError, TemplateError
-from emulate.formula import parse_formula
-from emulate.loading import LoadedModel, load_model, shared_vocab_size
-from emulate.sampling import Plausibility, SamplingParams
-from emulate.speculative import SpeculativeDecoder
-from emulate.templates import Prompt, Template
+from emulate.common.errors import FormulaError, GenerationParamsError, TemplateError
+from emulate.compose.decoding import Completion, Decoder, Delta
+from emulate.compose.drafting import speculative_options
+from emulate.compose.formula import parse_formula
+from emulate.compose.loading import LoadedModel, load_model, shared_vocab_size
+from emulate.compose.sampling import Plausibility, SamplingParams
+from emulate.compose.speculative import SpeculativeDecoder
+from emulate.compose.templates import Prompt, Template
 
 
 class Composition:

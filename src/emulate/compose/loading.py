@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from emulate.errors import ModelLoadError, VocabularyMismatchError
+from emulate.common.errors import ModelLoadError, VocabularyMismatchError
 
 
 @dataclass

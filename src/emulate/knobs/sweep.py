@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from emulate.audit import audit_composition, meets_bar, run_audit, world_prompts
-from emulate.composition import Composition
-from emulate.judges import ExactLeakJudge
-from emulate.loading import LoadedModel, load_model
+from emulate.compose.composition import Composition
+from emulate.compose.loading import LoadedModel, load_model
+from emulate.knobs.audit import audit_composition, meets_bar, run_audit, world_prompts
+from emulate.knobs.judges import ExactLeakJudge
 
 DEFAULT_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_BETAS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)

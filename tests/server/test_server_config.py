@@ -59,7 +59,7 @@ def test_config_errors_name_the_entry(tmp_path):
 
 
 def test_the_example_config_parses():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     config = load_config(root / "examples" / "llama2-upscale.yaml")
     eft = config.compositions["llama-2-70b-eft-chat"]
     assert eft.terms["large"] == ("meta-llama/Llama-2-70b-hf", "chat")  # a hub id, not a path

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emulate.errors import GenerationParamsError
+from emulate.common.errors import GenerationParamsError
 
 
 @dataclass

@@ -9,8 +9,8 @@ from speculative_setup import PROMPTS, assert_same, run, single_thread, upscaled
 from tiny_models import make_tokenizer
 
 from emulate import GenerationParamsError, SamplingParams
-from emulate.lookup import NgramIndex, guess
-from emulate.speculative import SpeculativeDecoder
+from emulate.compose.lookup import NgramIndex, guess
+from emulate.compose.speculative import SpeculativeDecoder
 
 
 @pytest.fixture(scope="module")

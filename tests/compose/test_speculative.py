@@ -22,8 +22,8 @@ from transformers import PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from emulate import Composition, FormulaError, GenerationParamsError, Plausibility, SamplingParams
-from emulate.sampling import filter_logprobs, top_p_mask
-from emulate.speculative import SpeculativeDecoder
+from emulate.compose.sampling import filter_logprobs, top_p_mask
+from emulate.compose.speculative import SpeculativeDecoder
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,9 +103,9 @@ def test_eos_inside_an_accepted_block_ends_the_row(upscaled, lockstep):
 
 
 def test_lean_llama_matches_the_library_forward(tokenizer):
-    from emulate.cached_batch import CachedBatch
-    from emulate.lean_llama import LeanLlama
-    from emulate.speculative import _keep_columns
+    from emulate.compose.cached_batch import CachedBatch
+    from emulate.compose.lean_llama import LeanLlama
+    from emulate.compose.speculative import _keep_columns
 
     model = llama(len(tokenizer), hidden=64, seed=5).double()
     assert isinstance(LeanLlama.wrap(model), LeanLlama)
@@ -203,7 +203,7 @@ def test_verifying_models_read_the_prompt_with_the_first_block(upscaled, lockste
                                                               monkeypatch):
     """Only the draft model prefills up front; the others read the prompt and the first block
     in one forward. Output, tiny budgets, early cancels and the distribution are unchanged."""
-    from emulate.cached_batch import CachedBatch
+    from emulate.compose.cached_batch import CachedBatch
 
     calls = []
 

@@ -17,9 +17,9 @@ import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from emulate.composition import Composition
-from emulate.errors import GenerationParamsError
-from emulate.judges import Item, Judge
+from emulate.common.errors import GenerationParamsError
+from emulate.compose.composition import Composition
+from emulate.knobs.judges import Item, Judge
 
 FORMULA = "(1 + alpha)*base - alpha*aligned"
 DEFAULT_ALPHAS = (0.3, 0.5, 1.0, 2.0)

@@ -1,6 +1,6 @@
 from tiny_models import make_tokenizer
 
-from emulate.text import TextAssembler
+from emulate.compose.text import TextAssembler
 
 
 def feed(tokenizer, text, stop):

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from emulate.cached_batch import CachedBatch
-from emulate.combine import compose_logprobs
-from emulate.errors import PromptTooLongError
-from emulate.lean_llama import LeanLlama
-from emulate.sampling import SamplingParams, choose_tokens, min_p_mask, top_p_mask
-from emulate.templates import Prompt
-from emulate.text import TextAssembler
+from emulate.common.errors import PromptTooLongError
+from emulate.compose.cached_batch import CachedBatch
+from emulate.compose.combine import compose_logprobs
+from emulate.compose.lean_llama import LeanLlama
+from emulate.compose.sampling import SamplingParams, choose_tokens, min_p_mask, top_p_mask
+from emulate.compose.templates import Prompt
+from emulate.compose.text import TextAssembler
 
 
 @dataclass

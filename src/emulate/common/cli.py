@@ -1,0 +1,33 @@
+"""Command-line plumbing shared by every system's commands."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def fail(error: Exception) -> None:
+    """Print a user-facing error (no traceback) and exit with status 2."""
+    console.print(f"[bold red]error:[/] {error}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def parse_pairs(values: list[str], option: str) -> dict[str, str]:
+    """NAME=VALUE pairs from repeated options; a clear error for anything else."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip() or not rest:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {value!r}", param_hint=option)
+        pairs[name.strip()] = rest
+    return pairs
+
+
+def quiet_transformers() -> None:
+    """Loading bars from transformers would interleave with ours."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()

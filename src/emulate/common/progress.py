@@ -1,0 +1,46 @@
+"""Progress bars for training: one bar per model, fed by events from any process."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+
+class TrainingBars:
+    """Rich progress bars, or nothing when ``progress`` is false."""
+
+    def __init__(self, progress: bool):
+        self.progress = None
+        self.tasks: dict = {}
+        if progress:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn("{task.description:<15}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TimeElapsedColumn(),
+            )
+
+    def __enter__(self):
+        return (self.progress or nullcontext()).__enter__()
+
+    def __exit__(self, *exc):
+        return (self.progress or nullcontext()).__exit__(*exc)
+
+    def event(self, event: tuple) -> None:
+        """("add", member, steps) or ("step", member, step, loss), from any training process."""
+        if self.progress is None:
+            return
+        if event[0] == "add":
+            _, member, total = event
+            self.tasks[member] = self.progress.add_task(member, total=total, loss="-")
+        else:
+            _, member, step, loss = event
+            self.progress.update(self.tasks[member], completed=step, loss=f"{loss:.3f}")

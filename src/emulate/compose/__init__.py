@@ -1,0 +1,1 @@
+"""EFT and ED: a formula over models' next-token log-probs, decoded lockstep or speculatively."""

@@ -1,0 +1,1 @@
+"""Behaviour knobs on a composition: λ/β/α sweeps and the emulated-disalignment audit."""
