@@ -45,9 +45,10 @@ RESULTS = HERE / "results"
 # --- the models ------------------------------------------------------------------------------
 
 
-def setup(name: str, world: str | None):
+def setup(name: str, world: str | None, natural_ends: bool = False):
     """(models {term: path}, formula, templates, prompts, a warm-up prompt not among them,
-    generation kwargs)."""
+    generation kwargs). `natural_ends`: toy answers stop at their end-of-sequence token (at most
+    64 tokens), as a user's do, instead of running to a fixed length."""
     if name == "toy":
         from emulate.world import load_world
         from emulate.world.corpus import eval_questions
@@ -57,7 +58,9 @@ def setup(name: str, world: str | None):
                      for q in eval_questions(info.world, group)]
         models = {m: str(info.members[m]) for m in ("large_base", "small_helpful", "small_base")}
         return (models, "large_base + small_helpful - small_base", dict.fromkeys(models, "chat"),
-                questions[::7], questions[3], {"max_new_tokens": 16, "ignore_eos": True})
+                questions[::7], questions[3],
+                {"max_new_tokens": 64} if natural_ends else
+                {"max_new_tokens": 16, "ignore_eos": True})
     from roofline import PROMPTS, build_drafting_family
 
     models = build_drafting_family(RESULTS / "roofline_spec")
@@ -130,7 +133,8 @@ def load(job: dict):
     logging.disable_progress_bar()
     logging.set_verbosity_error()
     torch.set_num_threads(job["threads"])
-    models, formula, templates, prompts, warmup, generation = setup(job["setup"], job["world"])
+    models, formula, templates, prompts, warmup, generation = setup(
+        job["setup"], job["world"], job.get("natural_ends", False))
     batch = job["batch"]
     prompts = prompts[: job["prompts"]]
     chunks = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
@@ -240,10 +244,16 @@ def main() -> None:
     parser.add_argument("--roofline-prompts", type=int, default=3,
                         help="prompts at batch 1 (batch b runs max(b, this) prompts)")
     parser.add_argument("--setups", nargs="+", default=["toy", "roofline"])
+    parser.add_argument("--natural-ends", action="store_true",
+                        help="toy answers stop at their natural end (EOS) instead of running "
+                             "16 tokens past it; roofline models are random and keep fixed lengths")
+    parser.add_argument("--interleaved-only", action="store_true",
+                        help="only the interleaved ratios (the figures to quote), not the "
+                             "one-process-per-measurement table or the k sweep")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from rich.console import Console
-    from speculative_report import report
+    from speculative_report import report, report_interleaved
 
     console = Console(width=160)
     setups = list(args.setups)
@@ -267,7 +277,7 @@ def main() -> None:
         return {"setup": name, "world": args.world, "threads": args.threads, "clock": args.clock,
                 "k": 4,
                 "adaptive": True, "lean": True, "lookup": True, "prompts": prompts, "batch": batch,
-                "temperature": temperature, **extra}
+                "temperature": temperature, "natural_ends": args.natural_ends, **extra}
 
     # The ratios: every system in one process, taking turns prompt by prompt.
     interleaved = [{"kind": kind, "label": f"{kind} (interleaved)"} for kind in MAIN]
@@ -291,6 +301,8 @@ def main() -> None:
     variants = [{**v, "sweep": True} for v in variants]
     sweep_jobs = [[base(name, 1, 0.0, kind="interleaved", passes=args.repeats,
                         variants=variants)] for name in setups]
+    if args.interleaved_only:
+        main_jobs, sweep_jobs = [], []
     results = []
     context = mp.get_context("spawn")
     with context.Pool(1, maxtasksperchild=1) as pool:
@@ -302,7 +314,10 @@ def main() -> None:
                           f"({r['wall_tokens_per_s']:.1f} tok/wall-s)"
                               + (f"  acceptance {r['acceptance']:.2f}"
                                  if r["acceptance"] is not None else ""))
-    report(results, setups, args, console, MAIN, RESULTS)
+    if args.interleaved_only:
+        report_interleaved(results, setups, args, console, MAIN, RESULTS)
+    else:
+        report(results, setups, args, console, MAIN, RESULTS)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,20 @@ def report(results, setups, args, console, kinds, out_dir: Path) -> None:
     console.print(f"wrote {out} and {out_dir / 'speculative_k.png'}")
 
 
+def report_interleaved(results, setups, args, console, kinds, out_dir: Path) -> None:
+    """Only the interleaved ratios (`--interleaved-only`), printed and saved as JSON."""
+    summary = [{"setup": name, "temperature": t, "batch": batch}
+               for name in setups for t in (0.0, 1.0) for batch in args.batches]
+    console.print(interleaved_table(results, args, summary, kinds))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / ("speculative_interleaved"
+                     + ("_natural_ends" if args.natural_ends else "") + ".json")
+    out.write_text(json.dumps({"natural_ends": args.natural_ends, "passes": args.passes,
+                               "clock": args.clock, "summary": summary,
+                               "measurements": results}, indent=1))
+    console.print(f"wrote {out}")
+
+
 def interleaved_table(results, args, summary, kinds):
     """The ratios measured with the systems taking turns in one process (see
     measure_interleaved): per pass, then their median; added to `summary`."""
