@@ -68,6 +68,13 @@ class Reference:
             self._memo[key] = torch.log_softmax(total, -1).tolist()
         return self._memo[key]
 
+    def own(self, term: str, prompt: str, generated=()) -> list[float]:
+        """One term's own next-token log-probs."""
+        ids = self.tokenizer(prompt)["input_ids"] + list(generated)
+        with torch.no_grad():
+            return torch.log_softmax(self.models[term](torch.tensor([ids])).logits[0, -1],
+                                     -1).tolist()
+
 
 def filtered(logp: list[float], temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) -> list[float]:
     """The row's sampling distribution (probabilities) from the composed log-probs."""
@@ -76,7 +83,7 @@ def filtered(logp: list[float], temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) 
         return [1.0 if i == best else 0.0 for i in range(len(logp))]
     scaled = [x / temperature for x in logp]
     top = max(scaled)
-    weights = [math.exp(x - top) for x in scaled]
+    weights = [math.exp(x - top) if x > -math.inf else 0.0 for x in scaled]
     probs = [w / sum(weights) for w in weights]
     order = sorted(range(len(probs)), key=lambda i: -probs[i])
     keep = set(order)
@@ -92,17 +99,37 @@ def filtered(logp: list[float], temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) 
         keep &= nucleus
     if min_p:
         keep &= {i for i in order if probs[i] >= min_p * probs[order[0]]}
+    keep = {i for i in keep if probs[i] > 0}
     total = sum(probs[i] for i in keep)
     return [probs[i] / total if i in keep else 0.0 for i in range(len(probs))]
 
 
+def plausible(logp: list[float], own: list[float], top_p: float) -> list[float]:
+    """Conservative decoding: `logp` restricted to the top-p set of a term's own distribution."""
+    order = sorted(range(len(own)), key=lambda i: -own[i])
+    nucleus, mass = set(), 0.0
+    for i in order:
+        nucleus.add(i)
+        mass += math.exp(own[i])
+        if mass >= top_p:
+            break
+    total = math.log(sum(math.exp(logp[i]) for i in nucleus))
+    return [logp[i] - total if i in nucleus else -math.inf for i in range(len(logp))]
+
+
 def sequence_probs(reference: Reference, prompt: str, length: int, settings: dict) -> dict:
-    """{token tuple: probability} of the first `length` tokens (a sequence ends at EOS)."""
+    """{token tuple: probability} of the first `length` tokens (a sequence ends at EOS).
+    settings: the row's filters, and optionally plausibility=(term, top_p)."""
+    settings = dict(settings)
+    term, top_p = settings.pop("plausibility", (None, 1.0))
     out, frontier = {}, {(): 1.0}
     for _ in range(length):
         grown = {}
         for prefix, mass in frontier.items():
-            probs = filtered(reference.logprobs(prompt, prefix), **settings)
+            logp = reference.logprobs(prompt, prefix)
+            if term is not None:
+                logp = plausible(logp, reference.own(term, prompt, prefix), top_p)
+            probs = filtered(logp, **settings)
             for token, p in enumerate(probs):
                 if p > 0:
                     (out if token == EOS else grown)[prefix + (token,)] = mass * p

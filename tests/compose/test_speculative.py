@@ -7,6 +7,15 @@ import copy
 
 import pytest
 import torch
+from sampling_reference import (
+    FORMULA,
+    Reference,
+    assert_follows,
+    between_min_p,
+    boundary_top_p,
+    sequence_probs,
+    twelve_members,
+)
 from speculative_setup import (
     PROMPTS,
     UPSCALE,
@@ -17,12 +26,9 @@ from speculative_setup import (
     upscaled_composition,
 )
 from tiny_models import gpt2, llama, make_tokenizer
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from emulate import Composition, FormulaError, GenerationParamsError, Plausibility, SamplingParams
-from emulate.compose.sampling import filter_logprobs, top_p_mask
 from emulate.compose.speculative import SpeculativeDecoder
 
 
@@ -247,81 +253,41 @@ def test_verifying_models_read_the_prompt_with_the_first_block(upscaled, lockste
 # --- the sampled distribution --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def twelve():
-    """A 12-token vocabulary and spread-out distributions, so draft and target differ."""
-    words = ["<pad>", "<s>", "</s>"] + [f"w{i}" for i in range(9)]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-
-    def member(seed, hidden=32):
-        model = llama(len(fast), hidden=hidden, seed=seed)
-        with torch.no_grad():
-            model.get_output_embeddings().weight.mul_(3 / 20)  # undo most of the sharpening
-        return model, fast
-
-    return Composition(
-        UPSCALE, {"large": member(1, 64), "chat": member(2), "small": member(3)}
-    )
-
-
-def exact_probs(composition, prompt, generated, params: SamplingParams) -> torch.Tensor:
-    """Float64, no cache: the formula, the plausibility filter, then the row's filters."""
-    vocab = composition.vocab_size
-    total, own = 0, {}
-    for term, weight in composition.weights.items():
-        model = copy.deepcopy(composition.loaded[composition.model_key(term)].model).double()
-        ids = composition.prompt_ids(term, prompt) + list(generated)
-        with torch.no_grad():
-            own[term] = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1, :vocab], -1)
-        total = total + weight * own[term]
-    logp = torch.log_softmax(total, -1)[None]
-    if params.plausibility is not None:
-        f = params.plausibility
-        outside = top_p_mask(own[f.term][None], torch.tensor([f.top_p], dtype=torch.float64))
-        logp = torch.log_softmax(logp.masked_fill(outside, float("-inf")), -1)
-    return filter_logprobs(logp, [params])[0].exp()
-
-
-@pytest.mark.parametrize(
-    "settings",
-    [{"temperature": 1.0}, {"temperature": 0.7, "top_k": 8, "plausibility": ("large", 0.9)}],
-)
-def test_sampled_speculative_follows_the_composition(twelve, settings):
-    from scipy.stats import chisquare
-
-    settings = dict(settings)
-    if "plausibility" in settings:
-        settings["plausibility"] = Plausibility(*settings["plausibility"])
-    prompt, n = "w1 w2", 3000
-    # Three tokens with k=2, so the first two come from a judged block (the third, the bonus).
-    completions = twelve.complete(
-        [prompt] * n, max_new_tokens=3, seed=1234, speculative={"k": 2, "adaptive": False},
-        **settings,
-    )
-    observed = collections.Counter(tuple(c.token_ids[:2]) for c in completions)
-    params = SamplingParams(max_new_tokens=2, **settings)
-    eos = twelve.eos_token_ids
-    expected: dict[tuple, float] = {}
-    first = exact_probs(twelve, prompt, [], params)
-    for a in first.nonzero().flatten().tolist():
-        if a in eos:
-            expected[(a,)] = first[a].item()
-            continue
-        second = exact_probs(twelve, prompt, [a], params)
-        for b in second.nonzero().flatten().tolist():
-            expected[(a, b)] = (first[a] * second[b]).item()
-    assert set(observed) <= set(expected)
-    big = [cell for cell in expected if expected[cell] * n >= 5]  # small cells pooled
-    rest = [cell for cell in expected if cell not in big]
-    counts = [observed[c] for c in big] + [sum(observed[c] for c in rest)]
-    means = [expected[c] for c in big] + [sum(expected[c] for c in rest)]
-    means = [m * n / sum(means) for m in means]
-    assert len(big) > 20
-    assert chisquare(counts, means).pvalue > 0.01
+@pytest.mark.parametrize("k", [1, 2])
+def test_sampled_speculative_follows_the_composition(k):
+    """Rows with their own filters (and greedy rows) in one speculative batch with a fixed k:
+    the first k + 1 tokens (k judged drafts, then the bonus token, or a rejection's residual
+    draw and later rounds) follow the hand-written reference of the composition."""
+    members = twelve_members()
+    composition = Composition(FORMULA, members)
+    reference = Reference(members)
+    prompt = "w1 w2"
+    logp = reference.logprobs(prompt)
+    groups = {
+        "greedy": dict(temperature=0), "temperature": dict(temperature=1.0),
+        "top_k": dict(temperature=0.7, top_k=8), "top_p": dict(top_p=boundary_top_p(logp, 3)[0]),
+        "min_p": dict(min_p=between_min_p(logp, 5)),
+        "plausibility": dict(temperature=0.9, plausibility=("large", 0.9)),
+    }
+    n = 500
+    params = []
+    for i in range(n):
+        for g, settings in enumerate(groups.values()):
+            settings = dict(settings)
+            if "plausibility" in settings:
+                settings["plausibility"] = Plausibility(*settings["plausibility"])
+            params.append(SamplingParams(max_new_tokens=k + 1, seed=1000 * g + i, **settings))
+    spec = {"k": k, "adaptive": False}
+    completions, decoder = run(composition, [prompt] * len(params), params, spec)
+    assert decoder.k == k and decoder.draft == "chat"
+    assert 0 < decoder.accepted < decoder.proposed  # drafts both accepted and rejected
+    for g, (name, settings) in enumerate(groups.items()):
+        observed = [tuple(c.token_ids) for c in completions[g :: len(groups)]]
+        expected = sequence_probs(reference, prompt, k + 1, settings)
+        if name == "greedy":
+            assert set(observed) == set(expected)
+        else:
+            assert_follows(observed, expected)
 
 
 # --- the toy family and the CLI --------------------------------------------------------------
