@@ -19,6 +19,7 @@ from sampling_reference import (
 from speculative_setup import (
     PROMPTS,
     UPSCALE,
+    assert_fixed_k,
     assert_same,
     greedy,
     run,
@@ -65,9 +66,10 @@ def lockstep(upscaled):
 )
 def test_greedy_speculative_is_lockstep_token_for_token(upscaled, lockstep, draft, k, lean):
     expected = lockstep
-    spec = {"draft": draft, "k": k, "lean": lean}
+    spec = {"draft": draft, "k": k, "lean": lean, "adaptive": False}
     got, decoder = run(upscaled, PROMPTS, greedy(upscaled, PROMPTS), spec)
     assert_same(expected, got)
+    assert_fixed_k(decoder, k)
     assert decoder.proposed > 0
     if draft == UPSCALE:
         assert decoder.accepted == decoder.proposed
@@ -85,7 +87,7 @@ def test_greedy_fixed_k_plausibility_stop_strings(upscaled):
     spec = {"draft": "large + 0.5*(chat - small)", "k": 4, "adaptive": False}
     got, decoder = run(upscaled, PROMPTS, greedy(upscaled, PROMPTS, **kwargs), spec)
     assert_same(expected, got)
-    assert decoder.k == 4
+    assert_fixed_k(decoder, 4)
 
 
 def test_eos_inside_an_accepted_block_ends_the_row(upscaled, lockstep):
@@ -96,14 +98,17 @@ def test_eos_inside_an_accepted_block_ends_the_row(upscaled, lockstep):
     composition.eos_token_ids = upscaled.eos_token_ids | {eos}
     expected, _ = run(composition, PROMPTS, greedy(composition, PROMPTS))
     assert any(c.finish_reason == "stop" and c.token_ids[-1] == eos for c in expected)
-    got, _ = run(composition, PROMPTS, greedy(composition, PROMPTS), {"draft": UPSCALE, "k": 5})
+    got, decoder = run(composition, PROMPTS, greedy(composition, PROMPTS),
+                       {"draft": UPSCALE, "k": 5, "adaptive": False})
     assert_same(expected, got)
+    assert_fixed_k(decoder, 5)
     # Drafting stops at the end: the last round drafts up to the end token, no further.
     row = next(i for i, c in enumerate(expected) if c.finish_reason == "stop")
     spec = {"draft": UPSCALE, "k": 7, "adaptive": False}
     (single,), decoder = run(composition, PROMPTS[row : row + 1],
                              greedy(composition, PROMPTS[row : row + 1]), spec)
     assert single.token_ids == expected[row].token_ids
+    assert_fixed_k(decoder, 7)
     bonus_tokens = decoder.rounds - 1  # every round but the last ends with one
     assert decoder.proposed == decoder.accepted == len(single.token_ids) - bonus_tokens
 
@@ -141,8 +146,10 @@ def test_gpt2_greedy_up_to_the_context_limit(tokenizer):
     expected, _ = run(composition, prompts, params())
     assert len(expected[1].token_ids) < 60  # capped by the context
     for draft in ("g_base", "1.4*g_base - 0.4*g_chat"):
-        got, decoder = run(composition, prompts, params(), {"draft": draft, "k": 4})
+        got, decoder = run(composition, prompts, params(),
+                           {"draft": draft, "k": 4, "adaptive": False})
         assert_same(expected, got)
+        assert_fixed_k(decoder, 4)
     assert decoder.accepted > 0
     with pytest.raises(GenerationParamsError, match="smaller"):  # no term is smaller
         composition.generate(prompts, speculative=True)
@@ -150,7 +157,7 @@ def test_gpt2_greedy_up_to_the_context_limit(tokenizer):
 
 def test_batched_equals_single_row(upscaled):
     """Greedy and sampled rows: a row's output depends on its own seed only, not on k or batch."""
-    spec = {"draft": "large + 0.5*(chat - small)", "k": 3}
+    spec = {"draft": "large + 0.5*(chat - small)", "k": 3, "adaptive": False}
     mixed = [
         SamplingParams(max_new_tokens=20, temperature=0),
         SamplingParams(max_new_tokens=20, temperature=1.0, seed=7),
@@ -163,9 +170,9 @@ def test_batched_equals_single_row(upscaled):
     for i, prompt in enumerate(PROMPTS):
         single, _ = run(upscaled, [prompt], [copy.deepcopy(mixed[i])], spec)
         assert single[0].token_ids == batched[i].token_ids
-        fixed_k = {**spec, "k": 1, "adaptive": False}
-        other_k, _ = run(upscaled, [prompt], [copy.deepcopy(mixed[i])], fixed_k)
+        other_k, decoder = run(upscaled, [prompt], [copy.deepcopy(mixed[i])], {**spec, "k": 1})
         assert other_k[0].token_ids == batched[i].token_ids
+        assert_fixed_k(decoder, 1)
     lockstep, _ = run(upscaled, PROMPTS, copy.deepcopy(mixed))
     for i in (0, 3, 5):
         assert lockstep[i].token_ids == batched[i].token_ids
@@ -177,7 +184,8 @@ def test_api_and_stream(upscaled):
     assert upscaled.generate(PROMPTS[:3], speculative=True, **kwargs) == expected
     streamed = [""] * 3
     finished = set()
-    for delta in upscaled.stream(PROMPTS[:3], speculative={"k": 2}, **kwargs):
+    for delta in upscaled.stream(PROMPTS[:3], speculative={"k": 2, "adaptive": False},
+                                 **kwargs):
         streamed[delta.index] += delta.text
         if delta.finish_reason:
             finished.add(delta.index)
@@ -293,11 +301,8 @@ def test_sampled_speculative_follows_the_composition(k):
 # --- the toy family and the CLI --------------------------------------------------------------
 
 
-def test_greedy_speculative_on_the_micro_world(request):
-    try:
-        world_dir = request.getfixturevalue("micro_world")
-    except pytest.FixtureLookupError:
-        pytest.skip("no micro_world fixture")
+def test_greedy_speculative_on_the_micro_world(micro_world):
+    world_dir = micro_world
     from emulate.world import load_world
     from emulate.world.corpus import eval_questions
     from emulate.world.evaluate import make_composition
@@ -308,10 +313,11 @@ def test_greedy_speculative_on_the_micro_world(request):
     prompts = [q.text for q in questions[::7][:12]]
     expected, _ = run(composition, prompts, greedy(composition, prompts, n=40, stop=["User:"]))
     for k in (2, 5):
-        got, decoder = run(
-            composition, prompts, greedy(composition, prompts, n=40, stop=["User:"]), {"k": k}
-        )
+        got, decoder = run(composition, prompts, greedy(composition, prompts, n=40,
+                                                         stop=["User:"]),
+                           {"k": k, "adaptive": False})
         assert_same(expected, got)
+        assert_fixed_k(decoder, k)
         assert decoder.draft == "small_helpful"
         assert decoder.acceptance_rate > 0.2
     single, _ = run(composition, prompts[:1], greedy(composition, prompts[:1], n=40,
