@@ -47,10 +47,26 @@ def upscaled_composition(tokenizer) -> Composition:
 
 
 def run(composition, prompts, params, speculative=None):
+    """Decode to the end; a speculative decoder records the k of each round in `drafted_k`."""
     decoder = composition.decoder(prompts, params, speculative)
+    if hasattr(decoder, "_draft"):
+        decoder.drafted_k = []
+        draft = decoder._draft
+
+        def recording(k, *args):
+            decoder.drafted_k.append(k)
+            return draft(k, *args)
+
+        decoder._draft = recording
     while not decoder.done:
         decoder.step()
     return [decoder.completion(i) for i in range(len(prompts))], decoder
+
+
+def assert_fixed_k(decoder, k: int) -> None:
+    """Every round drafted k tokens, or fewer only where a row's budget left less room."""
+    assert decoder.k == k and decoder.drafted_k[0] == k, decoder.drafted_k
+    assert all(used <= k for used in decoder.drafted_k)
 
 
 def greedy(composition, prompts, n=24, **kwargs):

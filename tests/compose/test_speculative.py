@@ -7,9 +7,19 @@ import copy
 
 import pytest
 import torch
+from sampling_reference import (
+    FORMULA,
+    Reference,
+    assert_follows,
+    between_min_p,
+    boundary_top_p,
+    sequence_probs,
+    twelve_members,
+)
 from speculative_setup import (
     PROMPTS,
     UPSCALE,
+    assert_fixed_k,
     assert_same,
     greedy,
     run,
@@ -17,12 +27,9 @@ from speculative_setup import (
     upscaled_composition,
 )
 from tiny_models import gpt2, llama, make_tokenizer
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from emulate import Composition, FormulaError, GenerationParamsError, Plausibility, SamplingParams
-from emulate.compose.sampling import filter_logprobs, top_p_mask
 from emulate.compose.speculative import SpeculativeDecoder
 
 
@@ -59,9 +66,10 @@ def lockstep(upscaled):
 )
 def test_greedy_speculative_is_lockstep_token_for_token(upscaled, lockstep, draft, k, lean):
     expected = lockstep
-    spec = {"draft": draft, "k": k, "lean": lean}
+    spec = {"draft": draft, "k": k, "lean": lean, "adaptive": False}
     got, decoder = run(upscaled, PROMPTS, greedy(upscaled, PROMPTS), spec)
     assert_same(expected, got)
+    assert_fixed_k(decoder, k)
     assert decoder.proposed > 0
     if draft == UPSCALE:
         assert decoder.accepted == decoder.proposed
@@ -79,7 +87,7 @@ def test_greedy_fixed_k_plausibility_stop_strings(upscaled):
     spec = {"draft": "large + 0.5*(chat - small)", "k": 4, "adaptive": False}
     got, decoder = run(upscaled, PROMPTS, greedy(upscaled, PROMPTS, **kwargs), spec)
     assert_same(expected, got)
-    assert decoder.k == 4
+    assert_fixed_k(decoder, 4)
 
 
 def test_eos_inside_an_accepted_block_ends_the_row(upscaled, lockstep):
@@ -90,14 +98,17 @@ def test_eos_inside_an_accepted_block_ends_the_row(upscaled, lockstep):
     composition.eos_token_ids = upscaled.eos_token_ids | {eos}
     expected, _ = run(composition, PROMPTS, greedy(composition, PROMPTS))
     assert any(c.finish_reason == "stop" and c.token_ids[-1] == eos for c in expected)
-    got, _ = run(composition, PROMPTS, greedy(composition, PROMPTS), {"draft": UPSCALE, "k": 5})
+    got, decoder = run(composition, PROMPTS, greedy(composition, PROMPTS),
+                       {"draft": UPSCALE, "k": 5, "adaptive": False})
     assert_same(expected, got)
+    assert_fixed_k(decoder, 5)
     # Drafting stops at the end: the last round drafts up to the end token, no further.
     row = next(i for i, c in enumerate(expected) if c.finish_reason == "stop")
     spec = {"draft": UPSCALE, "k": 7, "adaptive": False}
     (single,), decoder = run(composition, PROMPTS[row : row + 1],
                              greedy(composition, PROMPTS[row : row + 1]), spec)
     assert single.token_ids == expected[row].token_ids
+    assert_fixed_k(decoder, 7)
     bonus_tokens = decoder.rounds - 1  # every round but the last ends with one
     assert decoder.proposed == decoder.accepted == len(single.token_ids) - bonus_tokens
 
@@ -135,8 +146,10 @@ def test_gpt2_greedy_up_to_the_context_limit(tokenizer):
     expected, _ = run(composition, prompts, params())
     assert len(expected[1].token_ids) < 60  # capped by the context
     for draft in ("g_base", "1.4*g_base - 0.4*g_chat"):
-        got, decoder = run(composition, prompts, params(), {"draft": draft, "k": 4})
+        got, decoder = run(composition, prompts, params(),
+                           {"draft": draft, "k": 4, "adaptive": False})
         assert_same(expected, got)
+        assert_fixed_k(decoder, 4)
     assert decoder.accepted > 0
     with pytest.raises(GenerationParamsError, match="smaller"):  # no term is smaller
         composition.generate(prompts, speculative=True)
@@ -144,7 +157,7 @@ def test_gpt2_greedy_up_to_the_context_limit(tokenizer):
 
 def test_batched_equals_single_row(upscaled):
     """Greedy and sampled rows: a row's output depends on its own seed only, not on k or batch."""
-    spec = {"draft": "large + 0.5*(chat - small)", "k": 3}
+    spec = {"draft": "large + 0.5*(chat - small)", "k": 3, "adaptive": False}
     mixed = [
         SamplingParams(max_new_tokens=20, temperature=0),
         SamplingParams(max_new_tokens=20, temperature=1.0, seed=7),
@@ -157,9 +170,9 @@ def test_batched_equals_single_row(upscaled):
     for i, prompt in enumerate(PROMPTS):
         single, _ = run(upscaled, [prompt], [copy.deepcopy(mixed[i])], spec)
         assert single[0].token_ids == batched[i].token_ids
-        fixed_k = {**spec, "k": 1, "adaptive": False}
-        other_k, _ = run(upscaled, [prompt], [copy.deepcopy(mixed[i])], fixed_k)
+        other_k, decoder = run(upscaled, [prompt], [copy.deepcopy(mixed[i])], {**spec, "k": 1})
         assert other_k[0].token_ids == batched[i].token_ids
+        assert_fixed_k(decoder, 1)
     lockstep, _ = run(upscaled, PROMPTS, copy.deepcopy(mixed))
     for i in (0, 3, 5):
         assert lockstep[i].token_ids == batched[i].token_ids
@@ -171,7 +184,8 @@ def test_api_and_stream(upscaled):
     assert upscaled.generate(PROMPTS[:3], speculative=True, **kwargs) == expected
     streamed = [""] * 3
     finished = set()
-    for delta in upscaled.stream(PROMPTS[:3], speculative={"k": 2}, **kwargs):
+    for delta in upscaled.stream(PROMPTS[:3], speculative={"k": 2, "adaptive": False},
+                                 **kwargs):
         streamed[delta.index] += delta.text
         if delta.finish_reason:
             finished.add(delta.index)
@@ -247,91 +261,48 @@ def test_verifying_models_read_the_prompt_with_the_first_block(upscaled, lockste
 # --- the sampled distribution --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def twelve():
-    """A 12-token vocabulary and spread-out distributions, so draft and target differ."""
-    words = ["<pad>", "<s>", "</s>"] + [f"w{i}" for i in range(9)]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-
-    def member(seed, hidden=32):
-        model = llama(len(fast), hidden=hidden, seed=seed)
-        with torch.no_grad():
-            model.get_output_embeddings().weight.mul_(3 / 20)  # undo most of the sharpening
-        return model, fast
-
-    return Composition(
-        UPSCALE, {"large": member(1, 64), "chat": member(2), "small": member(3)}
-    )
-
-
-def exact_probs(composition, prompt, generated, params: SamplingParams) -> torch.Tensor:
-    """Float64, no cache: the formula, the plausibility filter, then the row's filters."""
-    vocab = composition.vocab_size
-    total, own = 0, {}
-    for term, weight in composition.weights.items():
-        model = copy.deepcopy(composition.loaded[composition.model_key(term)].model).double()
-        ids = composition.prompt_ids(term, prompt) + list(generated)
-        with torch.no_grad():
-            own[term] = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1, :vocab], -1)
-        total = total + weight * own[term]
-    logp = torch.log_softmax(total, -1)[None]
-    if params.plausibility is not None:
-        f = params.plausibility
-        outside = top_p_mask(own[f.term][None], torch.tensor([f.top_p], dtype=torch.float64))
-        logp = torch.log_softmax(logp.masked_fill(outside, float("-inf")), -1)
-    return filter_logprobs(logp, [params])[0].exp()
-
-
-@pytest.mark.parametrize(
-    "settings",
-    [{"temperature": 1.0}, {"temperature": 0.7, "top_k": 8, "plausibility": ("large", 0.9)}],
-)
-def test_sampled_speculative_follows_the_composition(twelve, settings):
-    from scipy.stats import chisquare
-
-    settings = dict(settings)
-    if "plausibility" in settings:
-        settings["plausibility"] = Plausibility(*settings["plausibility"])
-    prompt, n = "w1 w2", 3000
-    # Three tokens with k=2, so the first two come from a judged block (the third, the bonus).
-    completions = twelve.complete(
-        [prompt] * n, max_new_tokens=3, seed=1234, speculative={"k": 2, "adaptive": False},
-        **settings,
-    )
-    observed = collections.Counter(tuple(c.token_ids[:2]) for c in completions)
-    params = SamplingParams(max_new_tokens=2, **settings)
-    eos = twelve.eos_token_ids
-    expected: dict[tuple, float] = {}
-    first = exact_probs(twelve, prompt, [], params)
-    for a in first.nonzero().flatten().tolist():
-        if a in eos:
-            expected[(a,)] = first[a].item()
-            continue
-        second = exact_probs(twelve, prompt, [a], params)
-        for b in second.nonzero().flatten().tolist():
-            expected[(a, b)] = (first[a] * second[b]).item()
-    assert set(observed) <= set(expected)
-    big = [cell for cell in expected if expected[cell] * n >= 5]  # small cells pooled
-    rest = [cell for cell in expected if cell not in big]
-    counts = [observed[c] for c in big] + [sum(observed[c] for c in rest)]
-    means = [expected[c] for c in big] + [sum(expected[c] for c in rest)]
-    means = [m * n / sum(means) for m in means]
-    assert len(big) > 20
-    assert chisquare(counts, means).pvalue > 0.01
+@pytest.mark.parametrize("k", [1, 2])
+def test_sampled_speculative_follows_the_composition(k):
+    """Rows with their own filters (and greedy rows) in one speculative batch with a fixed k:
+    the first k + 1 tokens (k judged drafts, then the bonus token, or a rejection's residual
+    draw and later rounds) follow the hand-written reference of the composition."""
+    members = twelve_members()
+    composition = Composition(FORMULA, members)
+    reference = Reference(members)
+    prompt = "w1 w2"
+    logp = reference.logprobs(prompt)
+    groups = {
+        "greedy": dict(temperature=0), "temperature": dict(temperature=1.0),
+        "top_k": dict(temperature=0.7, top_k=8), "top_p": dict(top_p=boundary_top_p(logp, 3)[0]),
+        "min_p": dict(min_p=between_min_p(logp, 5)),
+        "plausibility": dict(temperature=0.9, plausibility=("large", 0.9)),
+    }
+    n = 500
+    params = []
+    for i in range(n):
+        for g, settings in enumerate(groups.values()):
+            settings = dict(settings)
+            if "plausibility" in settings:
+                settings["plausibility"] = Plausibility(*settings["plausibility"])
+            params.append(SamplingParams(max_new_tokens=k + 1, seed=1000 * g + i, **settings))
+    spec = {"k": k, "adaptive": False}
+    completions, decoder = run(composition, [prompt] * len(params), params, spec)
+    assert decoder.k == k and decoder.draft == "chat"
+    assert 0 < decoder.accepted < decoder.proposed  # drafts both accepted and rejected
+    for g, (name, settings) in enumerate(groups.items()):
+        observed = [tuple(c.token_ids) for c in completions[g :: len(groups)]]
+        expected = sequence_probs(reference, prompt, k + 1, settings)
+        if name == "greedy":
+            assert set(observed) == set(expected)
+        else:
+            assert_follows(observed, expected)
 
 
 # --- the toy family and the CLI --------------------------------------------------------------
 
 
-def test_greedy_speculative_on_the_micro_world(request):
-    try:
-        world_dir = request.getfixturevalue("micro_world")
-    except pytest.FixtureLookupError:
-        pytest.skip("no micro_world fixture")
+def test_greedy_speculative_on_the_micro_world(micro_world):
+    world_dir = micro_world
     from emulate.world import load_world
     from emulate.world.corpus import eval_questions
     from emulate.world.evaluate import make_composition
@@ -342,10 +313,11 @@ def test_greedy_speculative_on_the_micro_world(request):
     prompts = [q.text for q in questions[::7][:12]]
     expected, _ = run(composition, prompts, greedy(composition, prompts, n=40, stop=["User:"]))
     for k in (2, 5):
-        got, decoder = run(
-            composition, prompts, greedy(composition, prompts, n=40, stop=["User:"]), {"k": k}
-        )
+        got, decoder = run(composition, prompts, greedy(composition, prompts, n=40,
+                                                         stop=["User:"]),
+                           {"k": k, "adaptive": False})
         assert_same(expected, got)
+        assert_fixed_k(decoder, k)
         assert decoder.draft == "small_helpful"
         assert decoder.acceptance_rate > 0.2
     single, _ = run(composition, prompts[:1], greedy(composition, prompts[:1], n=40,

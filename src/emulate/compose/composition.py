@@ -20,7 +20,7 @@ from emulate.common.errors import FormulaError, GenerationParamsError, TemplateE
 from emulate.compose.decoding import Completion, Decoder, Delta
 from emulate.compose.drafting import speculative_options
 from emulate.compose.formula import parse_formula
-from emulate.compose.loading import LoadedModel, load_model, shared_vocab_size
+from emulate.compose.loading import LoadedModel, load_model, shared_eos_ids, shared_vocab_size
 from emulate.compose.sampling import Plausibility, SamplingParams
 from emulate.compose.speculative import SpeculativeDecoder
 from emulate.compose.templates import Prompt, Template
@@ -64,8 +64,7 @@ class Composition:
             self._term_model[t] = by_source[identity]
         self.vocab_size = shared_vocab_size(list(self.loaded.values()))
         self.tokenizer = next(iter(self.loaded.values())).tokenizer
-        eos = set().union(*(m.eos_token_ids for m in self.loaded.values()))
-        self.eos_token_ids = {i for i in eos if i < self.vocab_size}
+        self.eos_token_ids = shared_eos_ids(list(self.loaded.values()), self.vocab_size)
         self._weights_cache: dict[tuple, dict[str, float]] = {}
 
     def model_key(self, term: str) -> str:

@@ -7,6 +7,7 @@ those padding rows are ignored, and the composition runs over the shared tokeniz
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +140,30 @@ def shared_vocab_size(models: list[LoadedModel]) -> int:
                 "the checkpoint and its tokenizer do not belong together"
             )
     return vocab
+
+
+class EosOutsideVocabularyWarning(UserWarning):
+    """An end-of-sequence id of some model lies past the vocabulary all models share."""
+
+
+def shared_eos_ids(models: list[LoadedModel], vocab: int) -> set[int]:
+    """The models' end-of-sequence ids that can end a composed completion (those below `vocab`).
+
+    An id at or above `vocab` (an end-of-turn token a chat fine-tune added past the base's
+    vocabulary) can never be sampled from the composed distribution: warn, naming it, since
+    completions that should stop on it would run to their token budget.
+    """
+    kept = set()
+    for m in models:
+        for i in sorted(m.eos_token_ids):
+            if i < vocab:
+                kept.add(i)
+                continue
+            token = m.tokenizer.convert_ids_to_tokens(i)
+            warnings.warn(
+                f"end-of-sequence token {token!r} (id {i}) of model {m.name!r} lies past the "
+                f"{vocab} token ids all models share, so it can never be sampled and will not end "
+                "a completion. Give every model a tokenizer with this token (and resize its "
+                "embeddings), use an end token all models share, or end completions with a stop "
+                "string.", EosOutsideVocabularyWarning, stacklevel=3)
+    return kept

@@ -121,7 +121,8 @@ def _print_sweep(result: dict) -> None:
     verdicts = [f"λ frontier (pooled): {'PASS' if bar['frontier']['all']['pass'] else 'FAIL'}"]
     for size, e in bar["ed"].items():
         alphas = ",".join(f"{a:g}" for a in e["alphas_meeting_bar"])
-        verdicts.append(f"ED {size}: " + (f"PASS at α={alphas}" if e["pass"] else "FAIL"))
+        verdicts.append(f"ED {size}: " + (f"PASS at α={alphas}" if e["pass"] else "FAIL")
+                        + (f" ({e['reason']})" if e.get("reason") else ""))
     out.print("issue 6 bar: " + "; ".join(verdicts))
 
 
@@ -246,6 +247,8 @@ def _member(name: str, world_dir: Path | None) -> str:
 
 
 def _print_audit(result: dict) -> None:
+    from emulate.knobs.audit import bar_problem
+
     out = Console()
     s = result["settings"]
     out.print(f"[bold]Release audit by emulated disalignment[/]\n"
@@ -254,10 +257,18 @@ def _print_audit(result: dict) -> None:
               f"{s['prompts']} prompts ({result['prompts']}), {s['samples']} sample(s) each, "
               f"temperature {s['temperature']:g}.")
     out.print(_audit_table(result, "Harmful rate per system"))
+    unjudged = sum(s["unjudged"] for s in result["systems"])
+    if unjudged:
+        out.print(f"[yellow]{unjudged} response(s) got no verdict (the judge refused or answered "
+                  "without one); they count in no rate. Their judge_error and judge_output are "
+                  "in responses.jsonl.[/]")
     f = result["finding"]
     if not f:
         return
-    if f["base_rate"] is not None and f["worst_rate"] > f["base_rate"]:
+    if f["base_rate"] is None or f["aligned_rate"] is None:
+        out.print(f"[yellow]No finding: {bar_problem(result)}.[/]")
+        return
+    if f["worst_rate"] > f["base_rate"]:
         out.print(
             f"At α={f['worst_alpha']:g}, ED is harmful on {_pct(f['worst_rate'])} of responses: "
             f"{_times(f['times_base'])} the base's rate ({_pct(f['base_rate'])}) and "

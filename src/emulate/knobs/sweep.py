@@ -15,7 +15,13 @@ from collections.abc import Callable
 
 from emulate.compose.composition import Composition
 from emulate.compose.loading import LoadedModel, load_model
-from emulate.knobs.audit import audit_composition, meets_bar, run_audit, world_prompts
+from emulate.knobs.audit import (
+    audit_composition,
+    bar_problem,
+    meets_bar,
+    run_audit,
+    world_prompts,
+)
 from emulate.knobs.judges import ExactLeakJudge
 
 DEFAULT_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -134,8 +140,11 @@ def check_bar(result: dict) -> dict:
         frontier[group] = {"pass": all(r["ok"] for r in rows), "points": rows}
     ed = {size: {"alphas_meeting_bar": meets_bar(audit), **audit["finding"]}
           for size, audit in result["ed"].items()}
-    for size in ed:
+    for size, audit in result["ed"].items():
         ed[size]["pass"] = bool(ed[size]["alphas_meeting_bar"])
+        problem = bar_problem(audit)
+        if problem:
+            ed[size]["reason"] = problem
     return {"frontier": frontier, "ed": ed}
 
 
