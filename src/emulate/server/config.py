@@ -23,7 +23,6 @@ they sit in the same composition).
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,5 +298,10 @@ def _expect(value, kind, where: str, what: str) -> None:
 
 
 def _number(value, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    """A finite number within the bounds the engine takes (the shared checks)."""
+    from emulate.compose import checks
+
+    try:
+        checks.real(value, where)
+    except EmulateError as exc:
+        raise ConfigError(str(exc)) from None
