@@ -20,9 +20,11 @@ from emulate.common.errors import (
     ArgumentError,
     FormulaError,
     GenerationParamsError,
+    PlacementError,
     TemplateError,
 )
 from emulate.compose import checks
+from emulate.compose import placement as place
 from emulate.compose.decoding import Completion, Decoder, Delta
 from emulate.compose.drafting import speculative_options
 from emulate.compose.formula import parse_formula
@@ -42,8 +44,18 @@ class Composition:
         dtype=None,
         parameters: Mapping[str, float] | None = None,
         lean: bool = True,
+        placements: Mapping[str, object] | None = None,
     ):
+        """`device` and `dtype` are every model's defaults and `device` is where the terms'
+        log-probs are combined; `placements` overrides them per model: {"large": "auto"} or
+        {"large": {"device_map": "auto", "max_memory": {...}, "dtype": "bfloat16"}} (see
+        placement.py)."""
         models = checks.model_sources(models)
+        self.device = place.check_device(device, "device")
+        placements = dict(placements or {})
+        if not isinstance(placements, dict) or set(placements) - set(models):
+            raise PlacementError(f"placements given for {sorted(set(placements) - set(models))},"
+                                 f" which name no model; models are {sorted(models)}")
         if not isinstance(formula, str):
             raise FormulaError(f"formula must be a string such as 'large + beta*(chat - small)', "
                                f"got {type(formula).__name__}")
@@ -73,7 +85,11 @@ class Composition:
             identity = _source_identity(models[t])
             if identity not in by_source:
                 by_source[identity] = t
-                self.loaded[t] = load_model(models[t], t, device=device, dtype=dtype)
+                self.loaded[t] = load_model(models[t], t, device=device, dtype=dtype,
+                                            placement=placements.get(t))
+            elif placements.get(t) not in (None, placements.get(by_source[identity])):
+                raise PlacementError(f"terms {by_source[identity]!r} and {t!r} share one "
+                                     "checkpoint (one loaded model) but ask different placements")
             self._term_model[t] = by_source[identity]
         self.vocab_size = shared_vocab_size(list(self.loaded.values()))
         self.tokenizer = next(iter(self.loaded.values())).tokenizer
