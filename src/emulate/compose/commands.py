@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Annotated
 
@@ -77,3 +78,41 @@ def generate_command(
             sys.stdout.write(json.dumps(record) + "\n")
         else:
             sys.stdout.write(completion.text + "\n")
+
+
+def lm_eval_command(ctx: typer.Context):
+    """Evaluate a composition with lm-evaluation-harness. Every argument is lm-eval's own
+    (`--model_args`, `--tasks`, `--include_path`, `--limit`, ...); the model type is `emulate`,
+    whose model_args name the formula, models, templates, parameters and placement:
+
+        emulate lm-eval --model_args "formula=large_base + small_helpful - small_base,
+        model_dir=WORLD,template=chat" --tasks toy_birth_city_large_only
+        --include_path WORLD/lm_eval_tasks
+    """
+    import emulate.compose.harness  # noqa: F401 (registers the `emulate` model type)
+
+    quiet_transformers()
+    args = list(ctx.args)
+    if "--model" not in args and not any(a.startswith("--model=") for a in args):
+        args = ["--model", "emulate", *args]
+    if not any(a.split("=")[0] == "--batch_size" for a in args):
+        args += ["--batch_size", "16"]  # lm-eval's default of 1 would score row by row
+    if "--device" not in args and not any(a.startswith("--device=") for a in args):
+        import torch  # lm-eval's default device is cuda:0, on every machine
+
+        args += ["--device", "cuda:0" if torch.cuda.is_available() else "cpu"]
+    from lm_eval.__main__ import cli_evaluate
+
+    argv, logger = sys.argv, logging.getLogger("lm_eval")
+    handlers = list(logger.handlers)
+    sys.argv = ["lm-eval", "run", *args]
+    try:
+        cli_evaluate()
+    except EmulateError as error:
+        fail(error)
+    except ValueError as error:  # lm-eval's own answer to bad arguments ("Tasks not found")
+        fail(f"lm-eval: {error}")
+    finally:  # lm-eval's log handler holds this run's stderr: drop it with the run
+        sys.argv = argv
+        for handler in set(logger.handlers) - set(handlers):
+            logger.removeHandler(handler)
