@@ -6,13 +6,14 @@
 model_args keys: `formula`; `model.NAME=PATH` per model, or `model_dir=DIR` (every checkpoint
 folder in DIR, named by its folder); `template=T` (every term) and `template.NAME=T`;
 `param.NAME=NUMBER`; placement: `dtype`, lm-eval's `--device` (where terms are combined and
-every model's default), and per model `device.NAME`, `dtype.NAME`,
-`device_map.NAME` (auto, balanced, ...), `max_memory.NAME` (`0:40GiB;1:40GiB;cpu:100GiB`),
-`offload_folder.NAME`; `batch_size`, `max_length`. Log-likelihoods are the composed per-token
-log-probs summed over the continuation (scoring.py), exact and batched; each term reads the
-context through its template. `loglikelihood_rolling` scores raw text in windows of the
-models' context (templates do not apply to raw text); `generate_until` decodes with the
-composition (greedy unless the task samples).
+every model's default), and per model `device.NAME`, `dtype.NAME`, `device_map.NAME` (auto,
+balanced, ...), `max_memory.NAME` (`0:40GiB;cpu:100GiB`: lm-eval splits its arguments at
+commas), `offload_folder.NAME`; `batch_size`, `max_length`.
+
+Log-likelihoods are the composed per-token log-probs summed over the continuation (scoring.py),
+exact and batched; each term reads the context through its template. `loglikelihood_rolling`
+scores raw text in windows of the models' context (templates do not apply to raw text);
+`generate_until` decodes with the composition (greedy unless the task samples).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from emulate.common.errors import ArgumentError
 from emulate.compose import checks
 from emulate.compose.composition import Composition
+from emulate.compose.placement import parse_memory
 from emulate.compose.scoring import score_continuations
 
 PER_MODEL = ("model", "template", "param", "device", "dtype", "device_map", "max_memory",
@@ -61,7 +63,7 @@ def composition_from_args(args: dict) -> tuple[Composition, dict]:
     for field in PLACEMENT:
         for name, value in grouped[field].items():
             if field == "max_memory":
-                value = _memory(value)
+                value = parse_memory(value, f"max_memory.{name}")
             placements.setdefault(name, {})[field] = value
     composition = Composition(
         str(formula), models, templates, device=str(plain.get("device") or "cpu"),
@@ -79,18 +81,6 @@ def _model_dir(directory) -> dict[str, str]:
         raise ArgumentError(f"model_dir={directory}: no checkpoint folders (with config.json) "
                             "there", "model_dir")
     return found
-
-
-def _memory(value) -> dict:
-    """'0:40GiB;1:40GiB;cpu:100GiB' -> {0: '40GiB', 1: '40GiB', 'cpu': '100GiB'}."""
-    budget = {}
-    for part in str(value).split(";"):
-        device, sep, size = part.partition(":")
-        if not sep:
-            raise ArgumentError(f"max_memory {value!r}: write DEVICE:SIZE;DEVICE:SIZE, e.g. "
-                                "0:40GiB;cpu:100GiB", "max_memory")
-        budget[int(device) if device.strip().isdigit() else device.strip()] = size.strip()
-    return budget
 
 
 @register_model("emulate")

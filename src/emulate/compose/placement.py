@@ -41,9 +41,10 @@ class Placement:
         return self.device_map is not None
 
 
-def placement(value, name: str, device=None, dtype=None) -> Placement:
+def placement(value, name: str, device=None, dtype=None, here: bool = True) -> Placement:
     """A model's placement from None, "cuda:1", "auto" (a map strategy), a mapping of Placement
-    fields, or a Placement; `device` and `dtype` are the composition's defaults."""
+    fields, or a Placement; `device` and `dtype` are the composition's defaults. `here=False`
+    checks the form only, not that the devices exist on this machine (a config file)."""
     if value is None:
         value = Placement()
     elif isinstance(value, str):
@@ -67,15 +68,15 @@ def placement(value, name: str, device=None, dtype=None) -> Placement:
     if value.dtype is None and dtype is not None:
         value = Placement(value.device, value.device_map, value.max_memory,
                           value.offload_folder, dtype)
-    check(value, name)
+    check(value, name, here)
     return value
 
 
-def check(p: Placement, name: str) -> None:
+def check(p: Placement, name: str, here: bool = True) -> None:
     """Refuse what cannot place a model, naming the model and the fix."""
     where = f"placement of {name!r}"
     if p.device is not None:
-        check_device(p.device, f"{where}: device")
+        check_device(p.device, f"{where}: device", here=here)
     if p.dtype is not None:
         torch_dtype(p.dtype, where)
     if (p.max_memory is not None or p.offload_folder is not None) and not p.mapped:
@@ -93,14 +94,15 @@ def check(p: Placement, name: str) -> None:
         for module, device in p.device_map.items():
             if not isinstance(module, str):
                 raise PlacementError(f"{where}: device_map keys must be module names")
-            check_device(device, f"{where}: device_map[{module!r}]", disk=True)
+            check_device(device, f"{where}: device_map[{module!r}]", disk=True, here=here)
     elif p.device_map is not None:
         raise PlacementError(f"{where}: device_map must be a strategy name or a mapping")
     if p.max_memory is not None:
-        memory_budget(p.max_memory, where)
+        memory_budget(p.max_memory, where, here)
 
 
-def check_device(device, where: str, disk: bool = False) -> torch.device | str:
+def check_device(device, where: str, disk: bool = False,
+                 here: bool = True) -> torch.device | str:
     """A device that exists here: an int (a GPU index), 'cpu', 'cuda:N', 'mps' (and 'disk' in
     device maps)."""
     if disk and device == "disk":
@@ -114,6 +116,8 @@ def check_device(device, where: str, disk: bool = False) -> torch.device | str:
     except (RuntimeError, ValueError):
         raise PlacementError(f"{where}: {device!r} is not a device; use 'cpu', 'cuda:N' or "
                              "'mps'" + (" (or 'disk')" if disk else "")) from None
+    if not here and parsed.type in ("cuda", "mps", "cpu"):
+        return parsed
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (parsed.index or 0) >= count:
@@ -138,10 +142,12 @@ def memory_budget(max_memory, where: str, check_devices: bool = True) -> dict:
     budget = {}
     for device, size in max_memory.items():
         key = int(device) if isinstance(device, str) and device.isdigit() else device
-        if check_devices and key not in ("cpu", "disk"):
-            check_device(key, f"{where}: max_memory key")
-        elif key not in ("cpu", "disk") and not isinstance(key, int):
-            raise PlacementError(f"{where}: max_memory keys are GPU indices, 'cpu' or 'disk'")
+        if key not in ("cpu", "disk"):
+            parsed = check_device(key, f"{where}: max_memory key", here=check_devices)
+            if parsed.type != "cuda":
+                raise PlacementError(f"{where}: max_memory keys are GPU indices, 'cpu' or "
+                                     f"'disk', got {device!r}")
+            key = parsed.index or 0
         try:
             budget[key] = convert_file_size_to_int(size)
         except (ValueError, TypeError):
@@ -183,6 +189,42 @@ def check_map_modules(model, device_map: Mapping, name: str) -> None:
         if not any(k == "" or parameter == k or parameter.startswith(k + ".") for k in keys):
             raise PlacementError(f"placement of {name!r}: device_map places no module holding "
                                  f"{parameter!r}; map it (or a module above it)")
+
+
+def parse_memory(text: str, where: str = "max_memory") -> dict:
+    """'0:40GiB,1:40GiB,cpu:100GiB' (or ';'-separated) -> {0: '40GiB', 1: '40GiB', 'cpu': ...}."""
+    budget = {}
+    for part in str(text).replace(";", ",").split(","):
+        device, sep, size = part.partition(":")
+        if not sep or not device.strip() or not size.strip():
+            raise PlacementError(f"{where} {text!r}: write DEVICE:SIZE pairs, e.g. "
+                                 "0:40GiB,1:40GiB,cpu:100GiB")
+        device = device.strip()
+        budget[int(device) if device.isdigit() else device] = size.strip()
+    return budget
+
+
+def from_options(fields: dict[str, list[str]]) -> tuple[str, str | None, dict[str, dict]]:
+    """Command-line placement: {"device": [...], "dtype": [...], "device_map": [...], ...},
+    each value `NAME=VALUE` for one model or (device, dtype) a bare default for all.
+    Returns (default device, default dtype, placements by model name)."""
+    defaults: dict[str, str | None] = {"device": "cpu", "dtype": None}
+    placements: dict[str, dict] = {}
+    for field, values in fields.items():
+        option = "--" + field.replace("_", "-")
+        for value in values:
+            name, sep, rest = value.partition("=")
+            if not sep:
+                if field not in defaults:
+                    raise PlacementError(f"{option} {value!r}: write NAME={field.upper()}")
+                defaults[field] = value
+                continue
+            if not name.strip() or not rest:
+                raise PlacementError(f"{option} {value!r}: write NAME=VALUE")
+            if field == "max_memory":
+                rest = parse_memory(rest, option)
+            placements.setdefault(name.strip(), {})[field] = rest
+    return defaults["device"], defaults["dtype"], placements
 
 
 def input_device(model) -> torch.device:
