@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from emulate.compose.commands import generate_command
+from emulate.compose.commands import generate_command, lm_eval_command, placement_command
 from emulate.knobs.commands import audit_command, sweep_command
 from emulate.server.commands import serve_command
 from emulate.world.commands import demo_command, eval_command, world_app
@@ -22,7 +22,11 @@ def main() -> None:
 
 
 app.command("generate")(generate_command)
+app.command("placement")(placement_command)
 app.command("serve")(serve_command)
+app.command("lm-eval", context_settings={"allow_extra_args": True,
+                                         "ignore_unknown_options": True,
+                                         "help_option_names": []})(lm_eval_command)
 app.add_typer(world_app, name="world")
 app.command("eval")(eval_command)
 app.command("demo")(demo_command)

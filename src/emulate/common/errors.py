@@ -17,6 +17,14 @@ class FormulaError(EmulateError, ValueError):
         super().__init__(message)
 
 
+class ArgumentError(EmulateError, ValueError):
+    """A bad argument to a public entry point; `argument` names it (e.g. "prompts[2]")."""
+
+    def __init__(self, message: str, argument: str | None = None):
+        self.argument = argument
+        super().__init__(message)
+
+
 class VocabularyMismatchError(EmulateError, ValueError):
     """Two terms whose tokenizers map the same id to different tokens."""
 
@@ -33,5 +41,9 @@ class ModelLoadError(EmulateError, ValueError):
     """A model path that is not a loadable causal language model."""
 
 
-class GenerationParamsError(EmulateError, ValueError):
+class PlacementError(ModelLoadError):
+    """A device, device map, memory budget or dtype that cannot place a model."""
+
+
+class GenerationParamsError(ArgumentError):
     """A sampling parameter out of range (negative temperature, top_p above 1, ...)."""

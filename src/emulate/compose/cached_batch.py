@@ -9,14 +9,18 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, DynamicLayer
 
+from emulate.compose.placement import input_device
+
 
 class CachedBatch:
     """One model's rows: the cache, the attention mask over cached positions, next positions."""
 
-    def __init__(self, model, vocab_size: int):
+    def __init__(self, model, vocab_size: int, output_device=None):
         self.model = model
         self.vocab_size = vocab_size
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)  # where input ids go (a device map moves them on)
+        # Where logits go: a composition combines terms placed on different devices on one.
+        self.output_device = torch.device(output_device) if output_device else self.device
         self.cache: DynamicCache | None = None
         self.attention_mask: torch.Tensor | None = None  # (rows, cached length), 1 = real token
         self.next_position: torch.Tensor | None = None  # (rows,)
@@ -46,8 +50,8 @@ class CachedBatch:
         self.attention_mask = mask
         self.next_position = positions[:, -1] + 1
         if last is None:
-            return out.logits[:, -1, : self.vocab_size]
-        return out.logits[:, -last:, : self.vocab_size]
+            return out.logits[:, -1, : self.vocab_size].to(self.output_device)
+        return out.logits[:, -last:, : self.vocab_size].to(self.output_device)
 
     @torch.inference_mode()
     def extend(self, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -70,7 +74,7 @@ class CachedBatch:
         )
         self.cache = out.cache
         self.next_position = self.next_position + valid.sum(-1)
-        return out.logits[..., : self.vocab_size]
+        return out.logits[..., : self.vocab_size].to(self.output_device)
 
     def keep(self, rows: torch.Tensor) -> None:
         """Drop every row not in `rows` (finished or cancelled sequences stop costing compute)."""

@@ -16,12 +16,20 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
-from emulate.common.errors import FormulaError, GenerationParamsError, TemplateError
+from emulate.common.errors import (
+    ArgumentError,
+    FormulaError,
+    GenerationParamsError,
+    PlacementError,
+    TemplateError,
+)
+from emulate.compose import checks
+from emulate.compose import placement as place
 from emulate.compose.decoding import Completion, Decoder, Delta
 from emulate.compose.drafting import speculative_options
 from emulate.compose.formula import parse_formula
 from emulate.compose.loading import LoadedModel, load_model, shared_eos_ids, shared_vocab_size
-from emulate.compose.sampling import Plausibility, SamplingParams
+from emulate.compose.sampling import SamplingParams, plausibility_filter
 from emulate.compose.speculative import SpeculativeDecoder
 from emulate.compose.templates import Prompt, Template
 
@@ -36,16 +44,33 @@ class Composition:
         dtype=None,
         parameters: Mapping[str, float] | None = None,
         lean: bool = True,
+        placements: Mapping[str, object] | None = None,
     ):
+        """`device` and `dtype` are every model's defaults and `device` is where the terms'
+        log-probs are combined; `placements` overrides them per model: {"large": "auto"} or
+        {"large": {"device_map": "auto", "max_memory": {...}, "dtype": "bfloat16"}} (see
+        placement.py)."""
+        models = checks.model_sources(models)
+        self.device = place.check_device(device, "device")
+        placements = dict(placements or {})
+        if not isinstance(placements, dict) or set(placements) - set(models):
+            raise PlacementError(f"placements given for {sorted(set(placements) - set(models))},"
+                                 f" which name no model; models are {sorted(models)}")
+        if not isinstance(formula, str):
+            raise FormulaError(f"formula must be a string such as 'large + beta*(chat - small)', "
+                               f"got {type(formula).__name__}")
         self.formula = formula
-        self.lean = lean  # Llama terms run the checked lean forward (see lean_llama.py)
-        self.parameters = dict(parameters or {})
+        self.lean = checks.flag(lean, "lean")  # Llama terms run the lean forward (lean_llama.py)
+        self.parameters = checks.numbers_by_name(parameters, "parameters", ArgumentError)
+        for key in self.parameters:
+            checks.name(key, "parameters key")
         clashes = set(self.parameters) & set(models)
         if clashes:
             raise FormulaError(f"{sorted(clashes)} name both a model and a parameter; rename one")
         self.weights = parse_formula(formula, known_names=models, parameters=self.parameters)
+        check_weights(self.weights, "the formula's weights")
         self.term_names = list(self.weights)
-        templates = dict(templates or {})
+        templates = checks.strings_by_name(templates, "templates", "'plain', 'chat' or a format")
         unknown = set(templates) - set(models)
         if unknown:
             raise TemplateError(
@@ -60,7 +85,11 @@ class Composition:
             identity = _source_identity(models[t])
             if identity not in by_source:
                 by_source[identity] = t
-                self.loaded[t] = load_model(models[t], t, device=device, dtype=dtype)
+                self.loaded[t] = load_model(models[t], t, device=device, dtype=dtype,
+                                            placement=placements.get(t))
+            elif placements.get(t) not in (None, placements.get(by_source[identity])):
+                raise PlacementError(f"terms {by_source[identity]!r} and {t!r} share one "
+                                     "checkpoint (one loaded model) but ask different placements")
             self._term_model[t] = by_source[identity]
         self.vocab_size = shared_vocab_size(list(self.loaded.values()))
         self.tokenizer = next(iter(self.loaded.values())).tokenizer
@@ -97,6 +126,7 @@ class Composition:
                         f"weight override for unknown term {name!r}; terms are {self.term_names}"
                     )
                 weights[name] = float(value)
+            check_weights(weights, "weights")
             if all(w == 0 for w in weights.values()):
                 raise GenerationParamsError("all term weights are zero; nothing to sample from")
             if len(self._weights_cache) >= 1024:  # per-request knobs must not grow it forever
@@ -106,22 +136,21 @@ class Composition:
 
     def sampling_params(self, prompts: list[Prompt], **kwargs) -> list[SamplingParams]:
         """One SamplingParams per prompt; seed i+offset keeps rows independent yet reproducible."""
-        plausibility = kwargs.pop("plausibility", None)
-        if isinstance(plausibility, str):
-            plausibility = Plausibility(plausibility)
-        elif isinstance(plausibility, Mapping):
-            plausibility = Plausibility(**plausibility)
+        prompts = checks.prompts(prompts)
+        checks.keywords(kwargs, SAMPLING_OPTIONS, "generation")
+        plausibility = plausibility_filter(kwargs.pop("plausibility", None))
         if plausibility is not None and plausibility.term not in self.term_names:
             raise GenerationParamsError(
                 f"plausibility filter names unknown term {plausibility.term!r}; "
-                f"terms are {self.term_names}"
+                f"terms are {self.term_names}", "plausibility"
             )
-        seed = kwargs.pop("seed", None)
-        return [
-            SamplingParams(
-                seed=None if seed is None else seed + i, plausibility=plausibility, **kwargs
-            )
-            for i in range(len(prompts))
+        seed = checks.seed(kwargs.pop("seed", None))
+        first = SamplingParams(seed=seed, plausibility=plausibility, **kwargs)
+        self.resolve_weights(first)  # unknown or absurd parameters and weights: refused now
+        return [first] + [
+            SamplingParams(seed=seed + i, plausibility=plausibility, **kwargs)
+            if seed is not None else SamplingParams(plausibility=plausibility, **kwargs)
+            for i in range(1, len(prompts))
         ]
 
     def decoder(
@@ -129,9 +158,9 @@ class Composition:
     ) -> Decoder:
         """speculative=True or {"draft": TERM or FORMULA, "k": K, "lookup": ...}: exact
         speculative decoding (options in drafting.py, the decoder in speculative.py)."""
-        if not prompts:
-            raise GenerationParamsError("no prompts given")
-        if len(params) != len(prompts):
+        prompts = checks.prompts(prompts)
+        if not isinstance(params, (list, tuple)) or len(params) != len(prompts) or not all(
+                isinstance(p, SamplingParams) for p in params):
             raise GenerationParamsError("give one SamplingParams per prompt")
         if speculative is not None and speculative is not False:
             options = speculative_options(speculative)
@@ -141,12 +170,18 @@ class Composition:
     @torch.inference_mode()
     def next_token_logprobs(self, prompts: list[Prompt]) -> torch.Tensor:
         """The composed, normalized log-distribution after each prompt, (batch, vocab)."""
+        prompts = checks.prompts(prompts)
         decoder = self.decoder(prompts, self.sampling_params(prompts))
         return decoder.composed_logprobs()
 
     def stream(self, prompts: list[Prompt], speculative=None, **kwargs) -> Iterator[Delta]:
-        """Yield text deltas as they are decoded; each prompt's last delta has a finish_reason."""
+        """Yield text deltas as they are decoded; each prompt's last delta has a finish_reason.
+        Arguments are checked before the first delta is asked for."""
         decoder = self.decoder(prompts, self.sampling_params(prompts, **kwargs), speculative)
+        return self._deltas(decoder)
+
+    @staticmethod
+    def _deltas(decoder: Decoder) -> Iterator[Delta]:
         while not decoder.done:
             for delta in decoder.step():
                 if delta.text or delta.finish_reason:
@@ -167,15 +202,25 @@ class Composition:
         top_p: float = 1.0,
         top_k: int = 0,
         seed: int | None = None,
-        stop: list[str] | None = None,
+        stop: str | list[str] | None = None,
         **kwargs,
     ) -> list[str]:
-        """Completions as text. temperature=0 is greedy."""
+        """Completions as text, one per prompt. temperature=0 is greedy; `stop` is one stop
+        string or a list of them."""
         completions = self.complete(
             prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            top_k=top_k, seed=seed, stop=stop or [], **kwargs,
+            top_k=top_k, seed=seed, stop=stop, **kwargs,
         )
         return [c.text for c in completions]
+
+
+SAMPLING_OPTIONS = tuple(SamplingParams.__dataclass_fields__) + ("speculative",)
+
+
+def check_weights(weights: dict[str, float], argument: str) -> None:
+    """Resolved weights (parameters multiplied in) must stay finite and within bounds too."""
+    for name, value in weights.items():
+        checks.real(value, f"{argument}[{name!r}]")
 
 
 def _source_identity(source) -> tuple:

@@ -66,7 +66,8 @@ class Decoder:
         for t in self.terms:
             self.groups.setdefault(composition.model_key(t), []).append(t)
         self.batches = {
-            key: CachedBatch(self.model_for(key), composition.vocab_size)
+            key: CachedBatch(self.model_for(key), composition.vocab_size,
+                             getattr(composition, "device", None))
             for key in self.groups
         }
         self.logits: dict[str, torch.Tensor] = {}

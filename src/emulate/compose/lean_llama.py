@@ -56,6 +56,9 @@ class LeanLlama:
     @classmethod
     def _wrap(cls, model):
         config = model.config
+        placed = set((getattr(model, "hf_device_map", None) or {}).values())
+        if len(placed) > 1 or "disk" in placed:  # split or offloaded: the library's hooks run it
+            return model
         if (getattr(config, "model_type", None) != "llama" or model.training
                 or getattr(config, "pretraining_tp", 1) not in (None, 1)
                 or getattr(config, "hidden_act", "silu") != "silu"):

@@ -8,13 +8,14 @@ those padding rows are ignored, and the composition runs over the shared tokeniz
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from emulate.common.errors import ModelLoadError, VocabularyMismatchError
+from emulate.common.errors import ModelLoadError, PlacementError, VocabularyMismatchError
+from emulate.compose import placement as place
 
 
 @dataclass
@@ -47,10 +48,16 @@ class LoadedModel:
         return ids
 
 
-def load_model(source, name: str, device: str = "cpu", dtype=None) -> LoadedModel:
-    """Load `source`: a checkpoint path or hub id, a (model, tokenizer) pair, or a LoadedModel."""
+def load_model(source, name: str, device: str = "cpu", dtype=None,
+               placement=None) -> LoadedModel:
+    """Load `source`: a checkpoint path or hub id, a (model, tokenizer) pair, or a LoadedModel.
+
+    `placement` (see placement.py) says where the weights go; `device` and `dtype` are the
+    defaults it falls back to. A checkpoint loads straight to its device or device map.
+    """
     if isinstance(source, LoadedModel):
         return source
+    where = place.placement(placement, name, device, dtype)
     if isinstance(source, tuple) and len(source) == 2:
         model, tokenizer = source
     elif isinstance(source, PreTrainedModel):
@@ -72,39 +79,48 @@ def load_model(source, name: str, device: str = "cpu", dtype=None) -> LoadedMode
         path = str(Path(path).expanduser()) if _looks_local(path) else path
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            kwargs = {"dtype": _torch_dtype(dtype)} if dtype is not None else {}
+            if isinstance(where.device_map, Mapping):
+                place.check_map_modules(_skeleton(path), where.device_map, name)
+            kwargs = place.from_pretrained_kwargs(where)
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        except (OSError, ValueError) as exc:
+        except PlacementError:
+            raise
+        except (OSError, ValueError, RuntimeError, AssertionError) as exc:
             raise ModelLoadError(
-                f"cannot load model {name!r} from {path!r}: {exc}. Give a directory with a "
-                "Hugging Face causal-LM checkpoint (config.json, weights, tokenizer files)."
+                f"cannot load model {name!r} from {path!r} ({place.describe_request(where)}): "
+                f"{exc}. Give a directory with a Hugging Face causal-LM checkpoint (config.json, "
+                "weights, tokenizer files) and a placement that fits."
             ) from None
+        return LoadedModel(name=name, model=model.eval(), tokenizer=tokenizer)
     else:
         raise ModelLoadError(
             f"model {name!r} must be a checkpoint path, a model or a (model, tokenizer) pair, "
             f"got {type(source).__name__}"
         )
-    if dtype is not None:
-        model = model.to(_torch_dtype(dtype))
-    model = model.to(device).eval()
-    return LoadedModel(name=name, model=model, tokenizer=tokenizer)
+    if where.mapped:
+        raise PlacementError(
+            f"placement of {name!r}: a device map applies to a checkpoint loaded by path; pass "
+            "its path, or place the model yourself (accelerate) and pass the placed model"
+        )
+    if len(set((getattr(model, "hf_device_map", None) or {}).values())) <= 1:  # not yet split
+        if where.dtype is not None:
+            model = model.to(place.torch_dtype(where.dtype))
+        model = model.to(where.device)
+    return LoadedModel(name=name, model=model.eval(), tokenizer=tokenizer)
+
+
+def _skeleton(path: str):
+    """The model's modules on the meta device (no weights), to check an explicit map."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig
+
+    with init_empty_weights():
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
 
 
 def _looks_local(path: str) -> bool:
     """A filesystem path rather than a hub id (`org/name`): fail fast instead of going online."""
     return path.startswith(("/", ".", "~")) or path.count("/") > 1 or Path(path).exists()
-
-
-def _torch_dtype(dtype):
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-                "bfloat16": torch.bfloat16}[str(dtype)]
-    except KeyError:
-        raise ModelLoadError(
-            f"unknown dtype {dtype!r}; use float32, float64, float16 or bfloat16"
-        ) from None
 
 
 def shared_vocab_size(models: list[LoadedModel]) -> int:

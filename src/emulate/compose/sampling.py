@@ -6,12 +6,13 @@ output depends only on its own seed, not on what it was batched with.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 from emulate.common.errors import GenerationParamsError
+from emulate.compose import checks
 
 
 @dataclass
@@ -25,6 +26,36 @@ class Plausibility:
     term: str
     top_p: float = 0.9
     min_p: float = 0.0
+
+    def __post_init__(self):
+        checks.name(self.term, "plausibility term")
+        self.top_p = checks.real(self.top_p, "plausibility top_p", 0.0, 1.0, low_open=True)
+        self.min_p = checks.real(self.min_p, "plausibility min_p", 0.0, 1.0, high_open=True)
+
+
+def plausibility_filter(value) -> Plausibility | None:
+    """None, a Plausibility, a term name ("large" or "large:0.9") or {term, top_p, min_p}."""
+    if value is None or isinstance(value, Plausibility):
+        return value
+    if isinstance(value, str):
+        term, _, top_p = value.partition(":")
+        if not top_p:
+            return Plausibility(term)
+        try:
+            number = float(top_p)
+        except ValueError:
+            raise GenerationParamsError(
+                f"plausibility must be 'TERM' or 'TERM:TOP_P', got {value!r}", "plausibility"
+            ) from None
+        return Plausibility(term, number)
+    if isinstance(value, Mapping):
+        checks.keywords(value, ("term", "top_p", "min_p"), "plausibility")
+        if "term" not in value:
+            raise GenerationParamsError("plausibility needs a 'term'", "plausibility")
+        return Plausibility(**value)
+    raise GenerationParamsError(
+        "plausibility must be a term name, 'TERM:TOP_P', {'term': ..., 'top_p': ...} or a "
+        f"Plausibility, got {type(value).__name__} {value!r:.40}", "plausibility")
 
 
 @dataclass
@@ -44,26 +75,20 @@ class SamplingParams:
     ignore_eos: bool = False  # keep going past EOS (benchmarks measuring a fixed length)
 
     def __post_init__(self):
-        if isinstance(self.stop, str):
-            self.stop = [self.stop]
-        self.stop = list(self.stop or [])
-        check = GenerationParamsError
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise check(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise check(f"temperature must be >= 0 (0 is greedy), got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise check(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise check(f"top_k must be a non-negative integer (0 = off), got {self.top_k!r}")
-        if not 0 <= self.min_p < 1:
-            raise check(f"min_p must be in [0, 1), got {self.min_p!r}")
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise check("stop strings must be non-empty strings")
-        if self.plausibility is not None:
-            p = self.plausibility
-            if not 0 < p.top_p <= 1 or not 0 <= p.min_p < 1:
-                raise check("plausibility top_p must be in (0, 1] and min_p in [0, 1)")
+        """Every field checked by the shared checks (see checks.py): one message per bad value,
+        whoever passed it (Python API, command line, server, lm-eval)."""
+        self.max_new_tokens = checks.integer(self.max_new_tokens, "max_new_tokens", 1)
+        self.temperature = checks.real(self.temperature, "temperature", 0.0,
+                                       error=GenerationParamsError)
+        self.top_p = checks.real(self.top_p, "top_p", 0.0, 1.0, low_open=True)
+        self.top_k = checks.integer(self.top_k, "top_k", 0, what=" (0 = off)")
+        self.min_p = checks.real(self.min_p, "min_p", 0.0, 1.0, high_open=True)
+        self.seed = checks.seed(self.seed)
+        self.stop = checks.stop_strings(self.stop)
+        self.weights = checks.numbers_by_name(self.weights, "weights") or None
+        self.parameters = checks.numbers_by_name(self.parameters, "parameters") or None
+        self.plausibility = plausibility_filter(self.plausibility)
+        self.ignore_eos = checks.flag(self.ignore_eos, "ignore_eos")
 
     @property
     def greedy(self) -> bool:

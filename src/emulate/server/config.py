@@ -2,7 +2,11 @@
 
     models:                  # optional: checkpoints by name, each loaded once
       small_base: worlds/micro/small_base
-      large_base: worlds/micro/large_base
+      large_base:            # a path, or a path with its placement (see compose/placement.py)
+        path: worlds/micro/large_base
+        device_map: auto     # or balanced, sequential, {module: device}; or device: cuda:1
+        max_memory: {0: 40GiB, 1: 40GiB, cpu: 100GiB}
+        dtype: bfloat16
       small_helpful: worlds/micro/small_helpful
     compositions:
       eft-helpful:           # the name clients pass as `model`
@@ -23,7 +27,6 @@ they sit in the same composition).
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from emulate.common.errors import EmulateError
+from emulate.compose.placement import placement
 
 DEFAULT_NAME = "toy-eft"
 
@@ -84,6 +88,7 @@ class ServerSettings:
 class ServerConfig:
     compositions: dict[str, CompositionSpec]
     server: ServerSettings = field(default_factory=ServerSettings)
+    placements: dict[str, dict] = field(default_factory=dict)  # checkpoint -> placement fields
 
 
 def load_config(path: str | Path) -> ServerConfig:
@@ -113,10 +118,22 @@ def parse_config(data, base_dir: str | Path = ".") -> ServerConfig:
         raise ConfigError(f"unknown config section(s) {sorted(unknown)}; "
                           "expected models, compositions, server")
     models = data.get("models") or {}
-    _expect(models, dict, "models", "a mapping name -> checkpoint path")
+    _expect(models, dict, "models", "a mapping name -> checkpoint path or {path, placement}")
+    sources, placements = {}, {}
     for name, source in models.items():
-        _expect(source, str, f"models.{name}", "a checkpoint path")
-    sources = {name: _resolve(source, base_dir) for name, source in models.items()}
+        if isinstance(source, dict):
+            source = dict(source)
+            path = source.pop("path", None)
+            _expect(path, str, f"models.{name}.path", "a checkpoint path")
+            try:  # the form only: the devices are the serving machine's
+                placement(source, str(name), here=False)
+            except EmulateError as exc:
+                raise ConfigError(f"models.{name}: {exc}") from None
+            sources[name] = _resolve(path, base_dir)
+            placements[sources[name]] = source
+            continue
+        _expect(source, str, f"models.{name}", "a checkpoint path or {path, placement}")
+        sources[name] = _resolve(source, base_dir)
     compositions = data.get("compositions")
     _expect(compositions, dict, "compositions", "a mapping name -> composition")
     if not compositions:
@@ -125,7 +142,7 @@ def parse_config(data, base_dir: str | Path = ".") -> ServerConfig:
         str(name): _composition(str(name), body, sources, base_dir)
         for name, body in compositions.items()
     }
-    return ServerConfig(specs, _settings(data.get("server") or {}))
+    return ServerConfig(specs, _settings(data.get("server") or {}), placements)
 
 
 def _composition(name: str, body, sources: dict[str, str], base_dir: Path) -> CompositionSpec:
@@ -242,7 +259,11 @@ def build_compositions(config: ServerConfig) -> dict:
         models = {}
         for term, (source, _) in spec.terms.items():
             if source not in loaded:
-                loaded[source] = load_model(source, term, settings.device, settings.dtype)
+                try:
+                    loaded[source] = load_model(source, term, settings.device, settings.dtype,
+                                                config.placements.get(source))
+                except EmulateError as exc:
+                    raise ConfigError(f"compositions.{name}.terms.{term}: {exc}") from None
             models[term] = loaded[source]
         try:
             built[name] = Composition(
@@ -299,5 +320,10 @@ def _expect(value, kind, where: str, what: str) -> None:
 
 
 def _number(value, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    """A finite number within the bounds the engine takes (the shared checks)."""
+    from emulate.compose import checks
+
+    try:
+        checks.real(value, where)
+    except EmulateError as exc:
+        raise ConfigError(str(exc)) from None

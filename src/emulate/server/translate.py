@@ -92,8 +92,8 @@ def build_rows(request: CompletionRequest | ChatRequest, served: Served, max_bat
             rows.append(prompt)
             try:
                 params.append(SamplingParams(seed=seed, **common))
-            except GenerationParamsError as exc:
-                raise APIError(400, str(exc), None) from None
+            except GenerationParamsError as exc:  # the shared checks (compose/checks.py)
+                raise APIError(400, str(exc), _wire_name(exc.argument)) from None
     return rows, params, _speculative(request, defaults.speculative)
 
 
@@ -108,6 +108,20 @@ def _speculative(request: ChatRequest | CompletionRequest, configured) -> dict |
     if isinstance(speculative, SpeculativeOptions):
         options.update(speculative.options())
     return options or True
+
+
+def _wire_name(argument: str | None) -> str | None:
+    """The request field an engine argument came from: parameters['beta'] is
+    emulate.parameters.beta, plausibility is emulate.plausibility, stop[0] is stop."""
+    if argument is None:
+        return None
+    head, _, key = argument.partition("[")
+    key = key.rstrip("]").strip("'")
+    if head in ("weights", "parameters"):
+        return f"emulate.{head}" + (f".{key}" if key else "")
+    if head.startswith("plausibility"):
+        return "emulate.plausibility"
+    return {"max_new_tokens": "max_tokens"}.get(head, head)
 
 
 def _pick(value, default):

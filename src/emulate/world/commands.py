@@ -86,6 +86,35 @@ def build(
     typer.echo(str(path))
 
 
+@world_app.command("tasks")
+def tasks_command(
+    world: Annotated[Path | None, typer.Option(help="A built world (default: the cache's).")]
+    = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for the task files "
+                                             "(default: WORLD/lm_eval_tasks).")] = None,
+    size: Annotated[str, typer.Option(help="Without --world: the cached world's size.")]
+    = "default",
+) -> None:
+    """Write the world's lm-evaluation-harness tasks (multiple choice over birth cities)."""
+    from emulate.world.tasks import write_tasks
+
+    world = world or default_world_dir(size, 0)
+    if load_world_or_none(world) is None:
+        raise typer.BadParameter(f"no built world in {world}; run `emulate world build` first",
+                                 param_hint="--world")
+    out = out or Path(world) / "lm_eval_tasks"
+    names = write_tasks(world, out)
+    Console(stderr=True).print(f"tasks {', '.join(names)} in {out}")
+    typer.echo(str(out))
+
+
+def load_world_or_none(directory: Path):
+    try:
+        return load_world(directory)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def eval_command(
     formula: Annotated[
         str,
