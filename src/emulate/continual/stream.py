@@ -61,6 +61,15 @@ def run_stream(
 ) -> dict:
     """Run ``config`` on ``world``; the JSON-ready result (trajectory, summary, budget)."""
     config.check()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared CPU, two OpenMP threads run slower than one
+    try:
+        return _run(world, config, data, on_event)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
     started = time.time()
     size, universe = world.size, world.universe
     steps_ft = config.steps or size.stream_steps
