@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from emulate.continual.clip import load_clip, text_classifier, zero_shot_accuracy
@@ -70,3 +71,23 @@ def test_zero_shot_uses_the_full_label_set(continual_world):
         slow.append(int((emb @ classes.T).argmax()) == label)
     fast = zero_shot_accuracy(clip, s.images, s.labels, s.names, ZERO_SHOT_TEMPLATES)
     assert abs(fast - float(np.mean(slow))) < 1e-9
+
+
+def test_image_folders_read_like_the_universe(continual_world, tmp_path):
+    from PIL import Image
+
+    from emulate.continual.realdata import ImageFolderError, image_folder
+
+    s = dataset_split(load_world(continual_world).universe, "eval-0", "test")
+    for i, (image, label) in enumerate(zip(s.images, s.labels, strict=True)):
+        folder = tmp_path / "set" / s.names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    read = image_folder(tmp_path / "set", 32)
+    assert read.names == sorted(s.names) and len(read) == len(s)
+    clip = load_clip(continual_world / "clip")
+    ours = zero_shot_accuracy(clip, s.images, s.labels, s.names, ZERO_SHOT_TEMPLATES)
+    theirs = zero_shot_accuracy(clip, read.images, read.labels, read.names, ZERO_SHOT_TEMPLATES)
+    assert ours == theirs
+    with pytest.raises(ImageFolderError, match="class folders"):
+        image_folder(tmp_path / "nothing", 32)

@@ -43,8 +43,8 @@ class UniverseSize:
     pool_images: int  # images in the pretraining pool
     eval_weight: float = 4.0  # pretraining frequency of an eval-only concept ...
     background_weight: float = 1.0  # ... of a pretraining-only concept ...
-    rare_weight: float = 0.01  # ... and at most this for an adaptation concept (many get 0)
-    absent_fraction: float = 0.5  # adaptation concepts never shown in pretraining
+    rare_weight: float = 0.004  # ... and at most this for an adaptation concept (many get 0)
+    absent_fraction: float = 0.7  # adaptation concepts never shown in pretraining
     attribute_captions: float = 0.25  # pool captions that name the factors, not the concept
 
 
