@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from emulate.compose.commands import generate_command, lm_eval_command, placement_command
+from emulate.continual.commands import continual_app
 from emulate.knobs.commands import audit_command, sweep_command
 from emulate.server.commands import serve_command
 from emulate.world.commands import demo_command, eval_command, world_app
@@ -32,3 +33,4 @@ app.command("eval")(eval_command)
 app.command("demo")(demo_command)
 app.command("sweep")(sweep_command)
 app.command("audit")(audit_command)
+app.add_typer(continual_app, name="continual")

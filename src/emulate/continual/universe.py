@@ -1,0 +1,249 @@
+"""The synthetic image-caption universe: concepts, datasets, captions and the pretraining pool.
+
+A concept is a combination of visual factors (colour, pattern, shape) under a made-up name, so a
+name the pretraining pool never shows cannot be classified zero-shot. Concepts are grouped into
+datasets, sub-domains with their own concept set and rendering style. Adaptation datasets are
+what the stream teaches (their concepts rare or absent in pretraining); eval-only datasets are
+never trained on in the stream and measure retention (their concepts common in pretraining).
+Everything is drawn from one seed, and images are re-rendered from it on load.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emulate.continual.render import COLOURS, PATTERNS, SHAPES, Style, render
+
+TEMPLATES = (
+    "a photo of a {name}.",
+    "a picture of the {name}.",
+    "a {name}.",
+    "the {name} on a plain background.",
+    "{name}, a {colour} {pattern} {shape}.",
+)
+ZERO_SHOT_TEMPLATES = ("a photo of a {name}.", "a picture of the {name}.", "a {name}.")
+ATTRIBUTE_TEMPLATE = "a {colour} {pattern} {shape}."
+
+
+@dataclass(frozen=True)
+class UniverseSize:
+    """How many datasets and concepts, how many images, and how often concepts are seen."""
+
+    adapt_datasets: int
+    eval_datasets: int
+    concepts_per_dataset: int
+    image_size: int
+    train_per_concept: int  # stream images per adaptation concept
+    test_per_concept: int  # held-out images per concept, for zero-shot accuracy
+    pool_images: int  # images in the pretraining pool
+    eval_weight: float = 4.0  # pretraining frequency of an eval-only concept ...
+    background_weight: float = 1.0  # ... of a pretraining-only concept ...
+    rare_weight: float = 0.004  # ... and at most this for an adaptation concept (many get 0)
+    absent_fraction: float = 0.7  # adaptation concepts never shown in pretraining
+    attribute_captions: float = 0.25  # pool captions that name the factors, not the concept
+
+
+@dataclass
+class Concept:
+    name: str
+    colour: str
+    pattern: str
+    shape: str
+    dataset: str
+    frequency: float  # relative weight in the pretraining pool (0 = never seen)
+
+    @property
+    def factors(self) -> tuple[int, int, int]:
+        return (
+            list(COLOURS).index(self.colour),
+            SHAPES.index(self.shape),
+            PATTERNS.index(self.pattern),
+        )
+
+
+@dataclass
+class Dataset:
+    name: str
+    role: str  # "adapt" or "eval"
+    style: Style
+    concepts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Universe:
+    seed: int
+    size: UniverseSize
+    concepts: dict[str, Concept]
+    datasets: dict[str, Dataset]
+    pretrain_styles: list[Style]
+
+    @property
+    def adapt(self) -> list[Dataset]:
+        return [d for d in self.datasets.values() if d.role == "adapt"]
+
+    @property
+    def evaluation(self) -> list[Dataset]:
+        return [d for d in self.datasets.values() if d.role == "eval"]
+
+    def stream_concepts(self) -> list[str]:
+        """Every concept of the adaptation datasets: what a stream orders and teaches."""
+        return [c for d in self.adapt for c in d.concepts]
+
+    def words(self) -> list[str]:
+        """Every word a caption or prompt can use (the tokenizer's vocabulary)."""
+        fixed = " ".join(TEMPLATES + (ATTRIBUTE_TEMPLATE,)).replace(".", " . ").replace(",", " , ")
+        fixed = [w for w in fixed.split() if not w.startswith("{")]
+        factors = list(COLOURS) + list(PATTERNS) + list(SHAPES)
+        return sorted(set(fixed) | set(factors) | set(self.concepts))
+
+    def save(self, path: Path) -> None:
+        data = {
+            "seed": self.seed,
+            "size": asdict(self.size),
+            "concepts": [asdict(c) for c in self.concepts.values()],
+            "datasets": [asdict(d) for d in self.datasets.values()],
+            "pretrain_styles": [asdict(s) for s in self.pretrain_styles],
+        }
+        Path(path).write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> Universe:
+        data = json.loads(Path(path).read_text())
+
+        def style(s: dict) -> Style:
+            return Style(**{**s, "scale": tuple(s["scale"])})
+
+        size = UniverseSize(**data["size"])
+        concepts = {c["name"]: Concept(**c) for c in data["concepts"]}
+        datasets = {
+            d["name"]: Dataset(d["name"], d["role"], style(d["style"]), d["concepts"])
+            for d in data["datasets"]
+        }
+        return cls(
+            data["seed"], size, concepts, datasets, [style(s) for s in data["pretrain_styles"]]
+        )
+
+
+def made_up_names(count: int, rng: np.random.Generator) -> list[str]:
+    """Distinct pronounceable nonsense words (``blikor``, ``tavun``, ...)."""
+    onsets = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "bl", "tr"]
+    vowels = ["a", "e", "i", "o", "u"]
+    codas = ["", "n", "r", "k", "s"]
+    names: list[str] = []
+    seen = set()
+    while len(names) < count:
+        parts = [rng.choice(onsets) + rng.choice(vowels) for _ in range(int(rng.integers(2, 4)))]
+        word = "".join(parts) + str(rng.choice(codas))
+        if word not in seen:
+            seen.add(word)
+            names.append(word)
+    return names
+
+
+def _style(rng: np.random.Generator) -> Style:
+    return Style(
+        background=str(rng.choice(["flat", "gradient", "speckle"])),
+        level=int(rng.integers(20, 200)),
+        noise=float(rng.uniform(0, 25)),
+        scale=(float(rng.uniform(0.22, 0.28)), float(rng.uniform(0.32, 0.4))),
+        jitter=float(rng.uniform(0.02, 0.12)),
+    )
+
+
+def make_universe(size: UniverseSize, seed: int) -> Universe:
+    """Draw datasets, styles, concepts and pretraining frequencies from ``seed``."""
+    rng = np.random.default_rng(seed)
+    combos = list(itertools.product(COLOURS, PATTERNS, SHAPES))
+    order = rng.permutation(len(combos))
+    names = made_up_names(len(combos), rng)
+    n_sets = size.adapt_datasets + size.eval_datasets
+    if n_sets * size.concepts_per_dataset > len(combos):
+        raise ValueError("more concepts asked for than factor combinations exist")
+    concepts: dict[str, Concept] = {}
+    datasets: dict[str, Dataset] = {}
+    k = size.concepts_per_dataset
+    for i in range(n_sets):
+        role = "adapt" if i < size.adapt_datasets else "eval"
+        dname = f"{role}-{i if role == 'adapt' else i - size.adapt_datasets}"
+        ds = Dataset(dname, role, _style(rng))
+        for j in order[i * k : (i + 1) * k]:
+            colour, pattern, shape = combos[j]
+            if role == "eval":
+                freq = size.eval_weight
+            elif rng.random() < size.absent_fraction:
+                freq = 0.0
+            else:
+                freq = float(rng.uniform(0.1, 1.0)) * size.rare_weight
+            concepts[names[j]] = Concept(names[j], colour, pattern, shape, dname, freq)
+            ds.concepts.append(names[j])
+        datasets[dname] = ds
+    for j in order[n_sets * k :]:  # the rest of the factor space: pretraining only
+        colour, pattern, shape = combos[j]
+        concepts[names[j]] = Concept(
+            names[j], colour, pattern, shape, "pretrain", size.background_weight
+        )
+    pretrain_styles = [d.style for d in datasets.values()] + [_style(rng) for _ in range(4)]
+    return Universe(seed, size, concepts, datasets, pretrain_styles)
+
+
+@dataclass
+class ImageSet:
+    """Images (uint8, N x H x W x 3) with the index of each one's concept in ``names``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _draw(universe: Universe, names: list[str], labels, styles, style_ids, rng) -> np.ndarray:
+    factors = np.array([universe.concepts[names[i]].factors for i in labels]).reshape(-1, 3)
+    return render(
+        factors[:, 0],
+        factors[:, 1],
+        factors[:, 2],
+        styles,
+        style_ids,
+        universe.size.image_size,
+        rng,
+    )
+
+
+def dataset_split(universe: Universe, dataset: str, split: str) -> ImageSet:
+    """The ``train`` or ``test`` images of one dataset, rendered in its own style."""
+    ds = universe.datasets[dataset]
+    per = universe.size.train_per_concept if split == "train" else universe.size.test_per_concept
+    index = list(universe.datasets).index(dataset)
+    rng = np.random.default_rng([universe.seed, index, 0 if split == "train" else 1])
+    labels = np.repeat(np.arange(len(ds.concepts)), per)
+    images = _draw(universe, ds.concepts, labels, [ds.style], np.zeros(len(labels), int), rng)
+    return ImageSet(images, labels, list(ds.concepts))
+
+
+def pretraining_pool(universe: Universe) -> ImageSet:
+    """Images drawn with each concept's pretraining frequency, in a random pretraining style."""
+    rng = np.random.default_rng([universe.seed, 10_000])
+    names = [c.name for c in universe.concepts.values() if c.frequency > 0]
+    weights = np.array([universe.concepts[n].frequency for n in names])
+    labels = rng.choice(len(names), size=universe.size.pool_images, p=weights / weights.sum())
+    styles = universe.pretrain_styles
+    style_ids = rng.integers(0, len(styles), size=len(labels))
+    return ImageSet(_draw(universe, names, labels, styles, style_ids, rng), labels, names)
+
+
+def caption(universe: Universe, name: str, rng: np.random.Generator, attributes: float) -> str:
+    """A caption of one image of ``name``: a template with the name, or (with probability
+    ``attributes``) only the concept's visual factors."""
+    c = universe.concepts[name]
+    if rng.random() < attributes:
+        template = ATTRIBUTE_TEMPLATE
+    else:
+        template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
+    return template.format(name=name, colour=c.colour, pattern=c.pattern, shape=c.shape)

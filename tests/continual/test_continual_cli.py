@@ -1,0 +1,94 @@
+"""The commands: build is cached, run prints the exact JSON, compare writes its files, and bad
+input is one clear error line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from emulate.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, ["continual", *args])
+
+
+def test_cached_build_trains_nothing(continual_world, monkeypatch):
+    import emulate.continual.pretrain as pretrain
+
+    def boom(*a, **k):
+        raise AssertionError("a cached build trained")
+
+    monkeypatch.setattr(pretrain, "pretrain", boom)
+    result = _run("build", "--out", str(continual_world), "--size", "micro", "--seed", "0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str(continual_world)
+
+
+def test_run_prints_the_protocol_json(continual_world):
+    result = _run(
+        "run", "--world", str(continual_world), "--method", "finetune", "--tasks", "3", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    assert set(r["start"]) == {"ka", "zs"}
+    assert [p["task"] for p in r["trajectory"]] == [1, 2, 3]
+    assert set(r["final"]) == set(r["average"]) == {"ka", "zs", "gm"}
+    assert r["final"]["ka"] == r["trajectory"][-1]["ka"]
+    avg = sum(p["zs"] for p in r["trajectory"]) / 3
+    assert r["average"]["zs"] == pytest.approx(avg)
+    assert r["final"]["gm"] == pytest.approx((r["final"]["ka"] * r["final"]["zs"]) ** 0.5)
+    assert r["steps_per_task"] == r["budget"]["reference_steps"]
+    assert r["mafs_per_task"] > 0
+
+
+def test_compare_spends_equal_compute(continual_world, tmp_path):
+    out = tmp_path / "cmp"
+    result = _run(
+        "compare",
+        "--world",
+        str(continual_world),
+        "--methods",
+        "lora,ema-merge,joint",
+        "--tasks",
+        "2",
+        "--steps",
+        "20",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "trajectory.png").stat().st_size > 0 and (out / "table.md").exists()
+    joint = results["joint"]
+    for r in results.values():
+        assert abs(r["mafs_per_task"] / joint["mafs_per_task"] - 1) <= 0.05
+    assert results["lora"]["steps_per_task"] > joint["steps_per_task"] == 20
+    assert len(results["joint"]["trajectory"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "sgd"], "unknown method"),
+        (["--ordering", "alphabetical"], "unknown ordering"),
+        (["--tasks", "99"], "use --tasks 12 or fewer"),
+        (["--mix", "0.5,0.5,0.5"], "not 1"),
+        (["--method", "ewc", "--steps", "2"], "raise --steps"),
+        (["--schedule", "linear"], "unknown schedule"),
+    ],
+)
+def test_bad_input_is_one_clear_error(continual_world, args, message):
+    result = _run("run", "--world", str(continual_world), "--json", *args)
+    output = " ".join(result.output.split())  # the console may wrap the line
+    assert result.exit_code == 2
+    assert message in output and "Traceback" not in output
+
+
+def test_missing_world(tmp_path):
+    result = _run("run", "--world", str(tmp_path / "nowhere"), "--json")
+    assert result.exit_code == 2 and "continual build" in " ".join(result.output.split())

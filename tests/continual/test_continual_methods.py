@@ -1,0 +1,80 @@
+"""Methods: what each one trains, its penalty, and its merges."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emulate.continual.methods import MethodError, make_strategy
+from emulate.continual.methods.base import trainable
+from emulate.continual.methods.merging import merge
+
+
+def _trainable_names(model):
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def test_subsets_and_adapters(continual_data):
+    world, _ = continual_data
+    bitfit = make_strategy("bitfit").prepare(world.clip().model)
+    assert all(n.endswith("bias") for n in _trainable_names(bitfit)) and trainable(bitfit)
+    lnfit = make_strategy("lnfit").prepare(world.clip().model)
+    assert all("norm" in n or "layrnorm" in n for n in _trainable_names(lnfit))
+    for name, marker in (("lora", "lora_"), ("dora", "lora_magnitude"), ("vera", "vera_")):
+        model = make_strategy(name).prepare(world.clip().model)
+        names = _trainable_names(model)
+        assert names and all("lora_" in n or "vera_" in n for n in names)
+        assert any(marker in n for n in names)
+        for target in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"):
+            assert any(target in n for n in names)
+
+
+def test_ewc_penalty_pulls_toward_the_anchor(continual_data):
+    world, data = continual_data
+    clip = world.clip()
+    ewc = make_strategy("ewc")
+    assert ewc.penalty(clip.model) is None
+    batch = {
+        **clip.tokens(["a photo of a red .", "a ."] * 4),
+        "pixel_values": clip.pixels(data.train["adapt-0"].images[:8]),
+    }
+    ewc.task_end(clip.model, 0, lambda i: batch)
+    assert float(ewc.penalty(clip.model)) == 0.0
+    with torch.no_grad():
+        for p in clip.model.parameters():
+            p.add_(0.01)
+    assert float(ewc.penalty(clip.model)) > 0.0
+
+
+def test_merge_rules():
+    a, b, s = (
+        {"w": torch.tensor([0.0, 2.0])},
+        {"w": torch.tensor([4.0, 2.0])},
+        {"w": torch.tensor([1.0, 1.0])},
+    )
+    assert torch.equal(merge(a, b, s, "interpolation", 0.25)["w"], torch.tensor([1.0, 2.0]))
+    assert torch.equal(merge(a, b, s, "task-arithmetic", 0.5)["w"], torch.tensor([1.5, 2.5]))
+    with pytest.raises(Exception, match="unknown merge rule"):
+        merge(a, b, s, "ties", 0.5)
+
+
+def test_zs_merge_restarts_from_the_original(continual_data):
+    world, _ = continual_data
+    model = world.clip().model
+    zs = make_strategy("zs-merge")
+    zs.prepare(model)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    zs.task_end(model, 0, None)
+    merged = zs.eval_model(model).state_dict()
+    key = "visual_projection.weight"
+    assert torch.allclose(merged[key], original[key] + 0.5)
+    zs.task_begin(model, 1)
+    assert torch.equal(model.state_dict()[key], original[key])
+
+
+def test_unknown_method():
+    with pytest.raises(MethodError, match="unknown method 'sgd'"):
+        make_strategy("sgd")

@@ -1,0 +1,93 @@
+"""The universe and the small CLIP: determinism, frequencies, pixels, pooling, zero-shot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emulate.continual.clip import load_clip, text_classifier, zero_shot_accuracy
+from emulate.continual.pretrain import SIZES, load_world
+from emulate.continual.universe import (
+    ZERO_SHOT_TEMPLATES,
+    Universe,
+    dataset_split,
+    make_universe,
+    pretraining_pool,
+)
+
+
+def test_universe_is_seeded_and_survives_a_round_trip(tmp_path):
+    a, b = make_universe(SIZES["micro"].universe, 3), make_universe(SIZES["micro"].universe, 3)
+    a.save(tmp_path / "u.json")
+    c = Universe.load(tmp_path / "u.json")
+    assert a.concepts == b.concepts == c.concepts and a.datasets == c.datasets
+    assert make_universe(SIZES["micro"].universe, 4).concepts != a.concepts
+    x, y = dataset_split(a, "adapt-0", "train"), dataset_split(c, "adapt-0", "train")
+    assert np.array_equal(x.images, y.images) and np.array_equal(x.labels, y.labels)
+    assert not np.array_equal(x.images, dataset_split(a, "adapt-0", "test").images)
+
+
+def test_frequencies_shape_the_pool():
+    u = make_universe(SIZES["micro"].universe, 0)
+    pool = pretraining_pool(u)
+    seen = {pool.names[i] for i in set(pool.labels.tolist())}
+    for d in u.evaluation:
+        assert set(d.concepts) <= seen  # eval-only concepts are common
+    absent = [c for c in u.stream_concepts() if u.concepts[c].frequency == 0]
+    assert absent and not set(absent) & seen  # absent concepts never appear
+    roles = {d.role for d in u.datasets.values()}
+    assert roles == {"adapt", "eval"}
+    names = [c for d in u.datasets.values() for c in d.concepts]
+    assert len(names) == len(set(names))
+
+
+def test_pixels_match_the_image_processor(continual_world):
+    clip = load_clip(continual_world / "clip")
+    images = dataset_split(load_world(continual_world).universe, "eval-0", "test").images[:4]
+    slow = clip.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+    assert torch.allclose(clip.pixels(images), slow, atol=1e-5)
+
+
+def test_text_pools_at_the_first_end_of_text(continual_world):
+    clip = load_clip(continual_world / "clip")
+    assert clip.tokenizer.eos_token_id == clip.model.config.text_config.eos_token_id != 2
+    tokens = clip.tokens(["a photo of a red .", "a ."])
+    out = clip.model.text_model(**tokens)
+    eos = (tokens["input_ids"] == clip.tokenizer.eos_token_id).int().argmax(-1)
+    expected = out.last_hidden_state[torch.arange(2), eos]
+    assert torch.allclose(out.pooler_output, expected)
+
+
+def test_zero_shot_uses_the_full_label_set(continual_world):
+    clip = load_clip(continual_world / "clip")
+    s = dataset_split(load_world(continual_world).universe, "eval-0", "test")
+    classes = text_classifier(clip, s.names, ZERO_SHOT_TEMPLATES)
+    assert classes.shape[0] == len(s.names)
+    slow = []
+    for image, label in zip(s.images, s.labels, strict=True):
+        emb = clip.model.get_image_features(pixel_values=clip.pixels(image[None]))
+        emb = torch.nn.functional.normalize(getattr(emb, "pooler_output", emb), dim=-1)
+        slow.append(int((emb @ classes.T).argmax()) == label)
+    fast = zero_shot_accuracy(clip, s.images, s.labels, s.names, ZERO_SHOT_TEMPLATES)
+    assert abs(fast - float(np.mean(slow))) < 1e-9
+
+
+def test_image_folders_read_like_the_universe(continual_world, tmp_path):
+    from PIL import Image
+
+    from emulate.continual.realdata import ImageFolderError, image_folder
+
+    s = dataset_split(load_world(continual_world).universe, "eval-0", "test")
+    for i, (image, label) in enumerate(zip(s.images, s.labels, strict=True)):
+        folder = tmp_path / "set" / s.names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    read = image_folder(tmp_path / "set", 32)
+    assert read.names == sorted(s.names) and len(read) == len(s)
+    clip = load_clip(continual_world / "clip")
+    ours = zero_shot_accuracy(clip, s.images, s.labels, s.names, ZERO_SHOT_TEMPLATES)
+    theirs = zero_shot_accuracy(clip, read.images, read.labels, read.names, ZERO_SHOT_TEMPLATES)
+    assert ours == theirs
+    with pytest.raises(ImageFolderError, match="class folders"):
+        image_folder(tmp_path / "nothing", 32)
