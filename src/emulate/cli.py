@@ -7,6 +7,7 @@ import typer
 from emulate.compose.commands import generate_command
 from emulate.knobs.commands import audit_command, sweep_command
 from emulate.server.commands import serve_command
+from emulate.vision.commands import vision_app
 from emulate.world.commands import demo_command, eval_command, world_app
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ def main() -> None:
 app.command("generate")(generate_command)
 app.command("serve")(serve_command)
 app.add_typer(world_app, name="world")
+app.add_typer(vision_app, name="vision")
 app.command("eval")(eval_command)
 app.command("demo")(demo_command)
 app.command("sweep")(sweep_command)
