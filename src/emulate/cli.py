@@ -8,6 +8,7 @@ from emulate.compose.commands import generate_command, lm_eval_command, placemen
 from emulate.continual.commands import continual_app
 from emulate.knobs.commands import audit_command, sweep_command
 from emulate.server.commands import serve_command
+from emulate.vision.commands import vision_app
 from emulate.world.commands import demo_command, eval_command, world_app
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.command("lm-eval", context_settings={"allow_extra_args": True,
                                          "ignore_unknown_options": True,
                                          "help_option_names": []})(lm_eval_command)
 app.add_typer(world_app, name="world")
+app.add_typer(vision_app, name="vision")
 app.command("eval")(eval_command)
 app.command("demo")(demo_command)
 app.command("sweep")(sweep_command)

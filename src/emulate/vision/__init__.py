@@ -1,0 +1,1 @@
+"""Thinking with images: tools, runtime, a synthetic world, chain synthesis, a small VLM."""

@@ -1,0 +1,199 @@
+"""Builds, caches and loads a vision world: tokenizer, processor, aligned model, two members.
+
+``build_world`` writes the verified chains (``chains/``), the aligned model (``aligned/``) and
+the members ``direct`` and ``tools`` (each a normal checkpoint with its processor). A manifest
+holds a key hashing the arguments and the code, so a second build with the same arguments trains
+nothing. The members' SFT runs in two processes when two cores are there (one thread each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from emulate.common.cache import build_key, is_built, read_manifest, world_dir, write_manifest
+from emulate.common.errors import EmulateError
+from emulate.common.progress import TrainingBars
+from emulate.vision.model import VLMShape
+
+MEMBERS = ("direct", "tools")
+_CODE = (
+    "scenes.py", "tools.py", "runtime.py", "chains.py", "synthesis.py", "dataset.py",
+    "model.py", "train.py", "build.py",
+)
+
+
+class WorldError(EmulateError, ValueError):
+    """A directory that holds no built vision world, or an unknown size."""
+
+
+@dataclass(frozen=True)
+class VisionSize:
+    shape: VLMShape
+    align_steps: int
+    sft_steps: int
+    batch: int
+    lr: float
+    questions: int  # questions synthesized into chains (half fine, half coarse)
+    eval_questions: int  # held-out questions of each kind
+
+
+SIZES = {
+    "micro": VisionSize(VLMShape(32, 1, 64, 1), 40, 20, 8, 3e-3, 24, 8),
+    "default": VisionSize(VLMShape(64, 2, 128, 2), 900, 300, 32, 2e-3, 1600, 150),
+}
+
+
+def default_dir(size: str = "default", seed: int = 0) -> Path:
+    return world_dir("vision", size, seed)
+
+
+def code_files() -> list[Path]:
+    here = Path(__file__).parent
+    return [here / name for name in _CODE]
+
+
+def load_world(directory: str | Path) -> dict:
+    """The manifest of a built world; a clear error when there is none."""
+    manifest = read_manifest(directory)
+    if manifest is None or manifest.get("kind") != "vision":
+        raise WorldError(
+            f"{directory} holds no built vision world; run `emulate vision build --out {directory}`"
+        )
+    return manifest
+
+
+def build_world(out: str | Path | None, size: str = "default", seed: int = 0,
+                progress: bool = True, workers: int = 1) -> Path:
+    """Build (or return the cached) world in ``out``; returns the directory."""
+    if size not in SIZES:
+        raise WorldError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+    spec = SIZES[size]
+    out = Path(out) if out else default_dir(size, seed)
+    key = build_key({"size": size, "seed": seed, "spec": asdict(spec)}, code_files())
+    if is_built(out, key):
+        return out
+    from emulate.vision.dataset import synthesize_dataset
+    from emulate.vision.model import new_model
+    from emulate.vision.train import AlignmentData, Schedule, train
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    started = time.time()
+    bars = TrainingBars(progress)
+    timings = {}
+    with bars:
+        processor = _processor()
+        bars.event(("add", "synthesis", spec.questions))
+        stats = synthesize_dataset(
+            seed, spec.questions, out / "chains",
+            progress=lambda i, n: bars.event(("step", "synthesis", i, 0.0)),
+        )
+        timings["synthesis"] = round(time.time() - started, 1)
+        model = new_model(spec.shape, processor.tokenizer, seed)
+        schedule = Schedule(spec.align_steps, spec.batch, spec.lr)
+        align_loss = train(model, processor, AlignmentData(seed, schedule.steps * schedule.batch),
+                           schedule, seed, bars.event, "alignment")
+        _save(model, processor, out / "aligned")
+        timings["alignment"] = round(time.time() - started - timings["synthesis"], 1)
+        t0 = time.time()
+        losses = train_members(out, MEMBERS, spec, seed, bars.event, workers)
+        timings["members"] = round(time.time() - t0, 1)
+    manifest = {
+        "kind": "vision", "key": key, "size": size, "seed": seed, "spec": asdict(spec),
+        "members": list(MEMBERS), "synthesis": stats, "alignment_loss": align_loss,
+        "member_loss": losses, "seconds": timings,
+        "build_seconds": round(time.time() - started, 1),
+    }
+    write_manifest(out, manifest)
+    torch.set_num_threads(threads)
+    return out
+
+
+def train_member(out: Path, member: str, size: str, seed: int, report, target: Path) -> float:
+    """SFT of one member (``direct`` or a tool variant) from the aligned model."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from emulate.vision.dataset import load_chains, member_rows
+    from emulate.vision.train import ChainData, Schedule, train
+
+    spec = SIZES[size]
+    chains = load_chains(out / "chains")
+    variant = "all" if member == "tools" else member
+    rows = [chains[i] for i in member_rows(chains, variant, seed)]
+    processor = AutoProcessor.from_pretrained(out / "aligned")
+    model = LlavaForConditionalGeneration.from_pretrained(out / "aligned")
+    schedule = Schedule(spec.sft_steps, spec.batch, spec.lr / 2)
+    loss = train(model, processor, ChainData(rows), schedule, seed, report, member)
+    _save(model, processor, target)
+    return loss
+
+
+def train_members(out: Path, members, spec_or_size, seed: int, report, workers: int,
+                  targets: dict | None = None) -> dict:
+    """Train members, two at a time in spawned processes when ``workers`` allows."""
+    size = read_size(spec_or_size)
+    targets = targets or {m: out / m for m in members}
+    jobs = [(out, m, size, seed, targets[m]) for m in members]
+    if workers < 2 or not _can_spawn():
+        return {j[1]: train_member(*j[:4], report, j[4]) for j in jobs}
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    context = mp.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(
+        min(workers, len(jobs)), mp_context=context, initializer=_worker_setup
+    ) as pool:
+        events = manager.Queue()
+        futures = {j[1]: pool.submit(train_member, *j[:4], events.put, j[4]) for j in jobs}
+        while not all(f.done() for f in futures.values()):
+            wait(list(futures.values()), timeout=0.2)
+            while not events.empty():
+                report(events.get())
+        while not events.empty():
+            report(events.get())
+        return {m: f.result() for m, f in futures.items()}
+
+
+def read_size(spec_or_size) -> str:
+    if isinstance(spec_or_size, str):
+        return spec_or_size
+    return next(name for name, spec in SIZES.items() if spec == spec_or_size)
+
+
+def build_workers() -> int:
+    return min(2, os.cpu_count() or 1)
+
+
+def _processor():
+    from emulate.vision import chains
+    from emulate.vision.model import new_processor, train_tokenizer
+
+    return new_processor(train_tokenizer(chains.corpus()))
+
+
+def _save(model, processor, target: Path) -> None:
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
+    (target / "emulate.json").write_text(json.dumps({"kind": "vision-member"}))
+
+
+def _worker_setup() -> None:
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    torch.set_num_threads(1)
+
+
+def _can_spawn() -> bool:
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main is None or Path(main).exists()

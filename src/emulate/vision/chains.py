@@ -1,0 +1,94 @@
+"""The words of every chain: what the model says before a call, after an observation, to answer.
+
+Shared by synthesis (which writes chains) and training (alignment examples), so the model learns
+one phrasing. Boxes are the target's grid cell in 0-1000 coordinates (a fixed-size window around
+the tile: a tile jittered within its cell is always inside).
+"""
+
+from __future__ import annotations
+
+from emulate.vision.scenes import GRID, Question, Tile
+from emulate.vision.tools import SCALE, ToolCall
+
+
+def cell_box(row: int, col: int) -> list[int]:
+    step = SCALE // GRID
+    return [col * step, row * step, (col + 1) * step, (row + 1) * step]
+
+
+def cell_centre(row: int, col: int) -> list[int]:
+    x0, y0, x1, y1 = cell_box(row, col)
+    return [(x0 + x1) // 2, (y0 + y1) // 2]
+
+
+def look_call(tool: str, row: int, col: int) -> ToolCall:
+    """The call that shows cell (row, col) of the original at the encoder's full resolution."""
+    if tool == "focus_area":
+        return ToolCall("focus_area", {"box": cell_box(row, col), "source": 0})
+    if tool == "zoom_in":
+        return ToolCall("zoom_in", {"point": cell_centre(row, col), "factor": 4, "source": 0})
+    if tool == "reuse":
+        return ToolCall("reuse", {})
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def answer(text: str) -> str:
+    return f"<answer>{text}</answer>"
+
+
+def before_call(question: Question, call: ToolCall) -> str:
+    if call.name == "reuse":
+        return f"The {question.target.colour} tile is too small here; I look again. {call.to_text()}"
+    return f"The {question.target.colour} tile is too small; I look closer. {call.to_text()}"
+
+
+def after_observation(question: Question, seen: Tile | None) -> str:
+    if seen is not None and seen.colour == question.target.colour:
+        return f"The {seen.colour} tile shows {seen.code}. {answer(seen.code)}"
+    return f"I see no {question.target.colour} tile clearly. {answer(question.answer)}"
+
+
+def after_miss(question: Question, seen: Tile | None, retry: ToolCall) -> str:
+    what = f"the {seen.colour} tile" if seen is not None else "no tile"
+    return f"This shows {what}, not the {question.target.colour} one. {retry.to_text()}"
+
+
+def direct(question: Question) -> str:
+    return answer(question.answer)
+
+
+def grounding_prompt(colour: str) -> str:
+    return f"Find the {colour} tile."
+
+
+def grounding_reply(tile: Tile) -> str:
+    return ToolCall("focus_area", {"box": cell_box(tile.row, tile.col), "source": 0}).to_text()
+
+
+def caption_prompt() -> str:
+    return "Describe the tile."
+
+
+def caption_reply(tile: Tile | None) -> str:
+    return "nothing" if tile is None else f"{tile.colour} {tile.code}"
+
+
+def corpus() -> list[str]:
+    """Texts covering every word, number and format the model will meet (for the tokenizer)."""
+    from emulate.vision.scenes import CODES, COLOURS, QUADRANTS
+
+    texts = []
+    for colour in COLOURS:
+        t = Tile(colour, CODES[0], 0, 0, 0, 0)
+        q = Question("fine", f"What code is on the {colour} tile?", t.code, t)
+        texts += [q.text, f"Where is the {colour} tile?", grounding_prompt(colour)]
+        for row in range(GRID):
+            for col in range(GRID):
+                for tool in ("focus_area", "zoom_in", "reuse"):
+                    call = look_call(tool, row, col)
+                    texts += [before_call(q, call), after_miss(q, t, call)]
+                texts.append(after_observation(q, t))
+    texts += [answer(w) for w in (*CODES, *QUADRANTS)] + [caption_prompt(), "nothing"]
+    texts += [f"{c} {k}" for c in COLOURS for k in CODES]
+    texts += [f"Observation {i}." for i in range(8)] + [str(v) for v in range(0, SCALE + 1, 125)]
+    return texts

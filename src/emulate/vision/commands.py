@@ -1,0 +1,174 @@
+"""The ``emulate vision`` commands: build, synth, eval, ablate, ask, demo."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emulate.common.cli import console, fail, quiet_transformers
+from emulate.common.errors import EmulateError
+
+vision_app = typer.Typer(
+    help="Thinking with images: a small VLM that crops, zooms and looks again before answering.",
+    no_args_is_help=True,
+)
+
+WorldOption = Annotated[
+    Path | None, typer.Option("--world", help="A built vision world (default: the cached one).")
+]
+
+
+def _world(world: Path | None) -> Path:
+    from emulate.vision.build import default_dir, load_world
+
+    world = world or default_dir()
+    load_world(world)
+    return world
+
+
+@vision_app.command("build")
+def build(
+    out: Annotated[Path | None, typer.Option("--out", help="Directory to write.")] = None,
+    size: Annotated[str, typer.Option("--size", help="micro or default.")] = "default",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of scenes, chains, training.")] = 0,
+) -> None:
+    """Synthesize verified chains, align a small VLM, train the direct and tools members."""
+    from emulate.vision.build import build_workers, build_world, load_world
+
+    quiet_transformers()
+    started = time.time()
+    try:
+        path = build_world(out, size=size, seed=seed, progress=True, workers=build_workers())
+    except EmulateError as exc:
+        fail(exc)
+    manifest = load_world(path)
+    console.print(
+        f"vision world ready in {path} ({time.time() - started:.1f} s now; "
+        f"built in {manifest['build_seconds']} s)"
+    )
+    typer.echo(str(path))
+
+
+@vision_app.command("synth")
+def synth(
+    world: WorldOption = None,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the dataset.")] = Path("chains"),
+    n: Annotated[int, typer.Option("--n", help="Questions (half fine, half coarse).")] = 200,
+) -> None:
+    """Write verified chains as a `datasets` dataset, with stats.json."""
+    from emulate.vision.build import load_world
+    from emulate.vision.dataset import synthesize_dataset
+
+    try:
+        world = _world(world)
+        if n < 1:
+            raise EmulateError("--n must be at least 1")
+        seed = load_world(world)["seed"]
+    except EmulateError as exc:
+        fail(exc)
+    stats = synthesize_dataset(seed, n, out)
+    console.print(f"{stats['kept']} of {stats['generated']} chains kept -> {out}/dataset")
+    typer.echo(json.dumps(stats))
+
+
+@vision_app.command("eval")
+def eval_command(
+    world: WorldOption = None,
+    member: Annotated[str, typer.Option("--member", help="direct or tools.")] = "tools",
+    mode: Annotated[str, typer.Option("--mode", help="own, withheld, random or oracle.")] = "own",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    n: Annotated[int | None, typer.Option("--n", help="Held-out questions per kind.")] = None,
+) -> None:
+    """Exact metrics on held-out scenes, fine and coarse questions apart."""
+    from emulate.vision.report import evaluate_member, table
+
+    quiet_transformers()
+    try:
+        result = evaluate_member(_world(world), member, mode, n)
+    except EmulateError as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        console.print(table({f"{member} / {mode}": result}))
+
+
+@vision_app.command("ablate")
+def ablate(
+    world: WorldOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    n: Annotated[int | None, typer.Option("--n", help="Held-out questions per kind.")] = None,
+) -> None:
+    """Train one member per tool variant (focus_area, zoom_in, reuse, all); compare them."""
+    from emulate.vision.report import ablation, ablation_plot, table
+
+    quiet_transformers()
+    try:
+        world = _world(world)
+        result = ablation(world, n)
+    except EmulateError as exc:
+        fail(exc)
+    plot = ablation_plot(result, world / "ablation.png")
+    console.print(f"bar plot: {plot}")
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        console.print(table(result))
+
+
+@vision_app.command("ask")
+def ask(
+    question: Annotated[str, typer.Argument(help="The question about the image.")],
+    image: Annotated[Path, typer.Option("--image", help="The image file.")],
+    world: WorldOption = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Any image-text-to-text checkpoint.")
+    ] = None,
+    save: Annotated[Path, typer.Option("--save", help="Where observation images go.")] = Path(
+        "observations"
+    ),
+    max_calls: Annotated[int, typer.Option("--max-calls")] = 4,
+) -> None:
+    """Answer a question about an image, calling tools; prints the trace, saves every image."""
+    from emulate.vision.report import answer_question
+
+    quiet_transformers()
+    try:
+        path = model if model is not None else _world(world) / "tools"
+        trace, files = answer_question(path, image, question, save, max_calls)
+    except EmulateError as exc:
+        fail(exc)
+    for i, step in enumerate(trace.steps, 1):
+        typer.echo(f"[{i}] {step.reply}")
+        if step.error:
+            typer.echo(f"    error: {step.error}")
+        if step.observation is not None:
+            typer.echo(f"    observation {step.observation}: {files[step.observation]}")
+    typer.echo(f"answer: {trace.answer if trace.answer is not None else '(none)'}")
+
+
+@vision_app.command("demo")
+def demo(
+    world: WorldOption = None,
+    out: Annotated[Path, typer.Option("--out", help="The trace picture.")] = Path(
+        "vision-trace.png"
+    ),
+    n: Annotated[int, typer.Option("--n", help="Held-out questions per kind.")] = 60,
+) -> None:
+    """The table of members and modes, and one trace drawn as a picture."""
+    from emulate.vision.build import build_workers, build_world, default_dir
+    from emulate.vision.report import demo_rows, draw_demo_trace, table
+
+    quiet_transformers()
+    try:
+        world = world or build_world(default_dir(), "default", 0, True, build_workers())
+        world = _world(world)
+        console.print(table(demo_rows(world, n)))
+        path = draw_demo_trace(world, out)
+    except EmulateError as exc:
+        fail(exc)
+    typer.echo(str(path))

@@ -1,0 +1,114 @@
+"""The synthesized chains as a Hugging Face ``datasets`` dataset, with its stats file.
+
+Columns: ``images`` (a list of Image features: the scene, then every observation in order),
+``messages`` (chat format with typed content parts, as TRL reads it), ``kind`` (fine/coarse),
+``recipe``, ``question`` (id of the question the chain answers) and ``skip_turns`` (assistant
+turns trained without loss: a recovery chain's wrong first call). ``stats.json`` counts chains
+generated, kept, and rejected by reason, per recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+from emulate.vision.scenes import questions
+from emulate.vision.synthesis import FINE_RECIPES, conversation, synthesize
+
+VARIANTS = ("focus_area", "zoom_in", "reuse", "all")
+# The recipes a member of each variant learns from: the main ones, and recovery chains.
+VARIANT_RECIPES = {
+    "focus_area": (("focus_area",), ("recovery-focus_area",)),
+    "zoom_in": (("zoom_in",), ("recovery-zoom_in",)),
+    "reuse": (("reuse",), ()),
+    "all": (("focus_area", "zoom_in"), ("recovery-all",)),
+}
+RECOVERY_SHARE = 0.2
+
+
+def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None) -> dict:
+    """``n`` questions (half fine, half coarse) -> verified chains saved under ``out``."""
+    from datasets import Dataset, Features, Image, List, Value
+
+    out = Path(out)
+    rows = {k: [] for k in ("images", "messages", "kind", "recipe", "question", "skip_turns")}
+    generated, kept, rejected = Counter(), Counter(), Counter()
+    n_fine = n // 2
+    work = [("fine", q) for q in questions(seed, "train", n_fine, "fine")]
+    work += [("coarse", q) for q in questions(seed, "train", n - n_fine, "coarse")]
+    for qid, (kind, (scene, question)) in enumerate(work):
+        recipes = FINE_RECIPES if kind == "fine" else ("direct",)
+        for recipe in recipes:
+            rng = random.Random(f"chain-{seed}-{qid}-{recipe}")
+            trace, reason = synthesize(scene, question, recipe, rng)
+            generated[recipe] += 1
+            if reason is not None:
+                rejected[f"{recipe}:{reason}"] += 1
+                continue
+            kept[recipe] += 1
+            rows["images"].append([o.image for o in trace.observations])
+            rows["messages"].append(conversation(trace))
+            rows["kind"].append(kind)
+            rows["recipe"].append(recipe)
+            rows["question"].append(qid)
+            rows["skip_turns"].append([0] if recipe.startswith("recovery-") else [])
+        if progress:
+            progress(qid + 1, len(work))
+    part = {"type": Value("string"), "text": Value("string")}
+    features = Features(
+        {
+            "images": List(Image()),
+            "messages": List({"role": Value("string"), "content": List(part)}),
+            "kind": Value("string"),
+            "recipe": Value("string"),
+            "question": Value("int64"),
+            "skip_turns": List(Value("int64")),
+        }
+    )
+    Dataset.from_dict(rows, features=features).save_to_disk(str(out / "dataset"))
+    reasons = Counter()
+    for key, count in rejected.items():
+        reasons[key.split(":")[1]] += count
+    stats = {
+        "questions": len(work),
+        "generated": sum(generated.values()),
+        "kept": sum(kept.values()),
+        "rejected": sum(rejected.values()),
+        "rejected_by_reason": dict(reasons),
+        "by_recipe": {
+            r: {"generated": generated[r], "kept": kept[r]} for r in sorted(generated)
+        },
+        "rejected_by_recipe_and_reason": dict(sorted(rejected.items())),
+    }
+    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    return stats
+
+
+def load_chains(directory: str | Path):
+    from datasets import load_from_disk
+
+    return load_from_disk(str(Path(directory) / "dataset"))
+
+
+def member_rows(dataset, member: str, seed: int) -> list[int]:
+    """Row indices a member trains on: ``direct``, or a tool variant (one chain per question)."""
+    recipes = dataset["recipe"]
+    by_question: dict[int, dict[str, int]] = {}
+    for index, (question, recipe) in enumerate(zip(dataset["question"], recipes, strict=True)):
+        by_question.setdefault(question, {})[recipe] = index
+    chosen = []
+    for question, available in sorted(by_question.items()):
+        if member == "direct" or set(available) == {"direct"}:
+            if "direct" in available:
+                chosen.append(available["direct"])
+            continue
+        main, recovery = VARIANT_RECIPES[member]
+        rng = random.Random(f"pick-{seed}-{question}-{member}")
+        wanted = recovery if recovery and rng.random() < RECOVERY_SHARE else main
+        options = [available[r] for r in wanted if r in available]
+        options = options or [available[r] for r in main + recovery if r in available]
+        if options:
+            chosen.append(rng.choice(options))
+    return chosen

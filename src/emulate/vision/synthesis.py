@@ -1,0 +1,128 @@
+"""Chain synthesis: write observe-reason-act chains, execute them, verify, keep the verified.
+
+An annotator policy plays the assistant inside the very loop models run in (``runtime.run``):
+it asks for the target's cell (missing it by one cell, or writing a broken call, now and then, as
+any writer of chains would), reads each observation the way the encoder sees it (shrunk to its
+input, then read pixel-exactly), and answers from what it read. A chain is kept only if every call
+parsed and ran, the last observation contains the target, and the answer is right. Recovery
+chains miss on purpose and then correct themselves; coarse questions are answered directly.
+"""
+
+from __future__ import annotations
+
+import random
+
+from PIL import Image
+
+from emulate.vision import chains
+from emulate.vision.runtime import Trace, run
+from emulate.vision.scenes import CODES, ENCODER_SIDE, GRID, Question, Scene, read_code
+from emulate.vision.tools import Observation, contains
+
+FINE_RECIPES = (
+    "direct",
+    "focus_area",
+    "zoom_in",
+    "reuse",
+    "recovery-focus_area",
+    "recovery-zoom_in",
+    "recovery-all",
+)
+MISS_RATE = 0.2
+MALFORMED_RATE = 0.03
+
+
+def encoder_view(observation: Observation) -> Image.Image:
+    """The observation as the encoder receives it (the processor's box-filter shrink)."""
+    return observation.image.resize((ENCODER_SIDE, ENCODER_SIDE), Image.BOX)
+
+
+def tile_in_view(scene: Scene, observation: Observation):
+    inside = [t for t in scene.tiles if contains(observation.region, t.box)]
+    return inside[0] if len(inside) == 1 else None
+
+
+def annotator(scene: Scene, question: Question, recipe: str, rng: random.Random):
+    """The chain writer for one recipe, as a ``generate(messages, observations)`` function."""
+    target = question.target
+    tool = recipe.removeprefix("recovery-")
+    first_tool = "focus_area" if tool == "all" else tool
+    turn = [0]
+
+    def neighbour() -> tuple[int, int]:
+        options = [
+            (target.row + dr, target.col + dc)
+            for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))
+            if 0 <= target.row + dr < GRID and 0 <= target.col + dc < GRID
+        ]
+        return rng.choice(options)
+
+    def generate(messages: list[dict], observations: list[Observation]) -> str:
+        turn[0] += 1
+        if recipe == "direct":
+            return chains.direct(question)
+        recovering = recipe.startswith("recovery-")
+        if turn[0] == 1:
+            missed = recovering or (tool != "reuse" and rng.random() < MISS_RATE)
+            row, col = neighbour() if missed else (target.row, target.col)
+            text = chains.before_call(question, chains.look_call(first_tool, row, col))
+            if not recovering and rng.random() < MALFORMED_RATE:
+                text = text.replace("}}", "}", 1)  # a slip of the pen: unbalanced JSON
+            return text
+        last_was_image = messages[-1]["content"][-1]["type"] == "image"
+        if last_was_image:
+            code = read_code(encoder_view(observations[-1]), target.colour)
+            if code is not None:
+                return chains.after_observation(question, tile_in_view(scene, observations[-1]))
+            if recovering and turn[0] <= 3:
+                retry = chains.look_call(first_tool, target.row, target.col)
+                seen = tile_in_view(scene, observations[-1])
+                if recipe == "recovery-all" and turn[0] == 2:
+                    return chains.after_miss(question, seen, chains.look_call("reuse", 0, 0))
+                if recipe == "recovery-all":
+                    return chains.before_call(question, retry)
+                return chains.after_miss(question, seen, retry)
+        return f"I see no {target.colour} tile clearly. {chains.answer(rng.choice(CODES))}"
+
+    return generate
+
+
+def verify(trace: Trace, question: Question) -> str | None:
+    """Why a chain is rejected, or None when it is kept."""
+    if any(step.error for step in trace.steps):
+        return "malformed_call"
+    if trace.answer is None:
+        return "no_answer"
+    seen = [s.observation for s in trace.steps if s.observation is not None]
+    if seen and not contains(trace.observations[seen[-1]].region, question.target.box):
+        return "not_contained"
+    if trace.answer != question.answer:
+        return "wrong_answer"
+    return None
+
+
+def synthesize(scene: Scene, question: Question, recipe: str, rng: random.Random):
+    """Execute one recipe's chain through the runtime; (trace, rejection reason or None)."""
+    trace = run(annotator(scene, question, recipe, rng), scene.render(), question.text)
+    return trace, verify(trace, question)
+
+
+def conversation(trace: Trace) -> list[dict]:
+    """The trace as chat messages (TRL's format: typed content parts, images in order)."""
+    messages = [_user(trace.question, image=True)]
+    for step in trace.steps:
+        messages.append({"role": "assistant", "content": [_text(step.reply)]})
+        if step.observation is not None:
+            messages.append(_user(f"Observation {step.observation}.", image=True))
+        elif step.error is not None and trace.answer is None:
+            messages.append(_user(f"error: {step.error}", image=False))
+    return messages
+
+
+def _text(text: str) -> dict:
+    return {"type": "text", "text": text}
+
+
+def _user(text: str, image: bool) -> dict:
+    parts = [{"type": "image", "text": None}] if image else []
+    return {"role": "user", "content": [_text(text)] + parts}

@@ -1,0 +1,47 @@
+"""Chain synthesis: every kept chain re-verifies; rejections are counted; the dataset loads."""
+
+import json
+import random
+
+from emulate.vision.dataset import load_chains, member_rows, synthesize_dataset
+from emulate.vision.runtime import run
+from emulate.vision.scenes import questions
+from emulate.vision.synthesis import FINE_RECIPES, annotator, synthesize, verify
+
+
+def test_recipes_execute_and_verify():
+    scene, question = questions(0, "train", 1, "fine")[0]
+    outcomes = {r: synthesize(scene, question, r, random.Random(1)) for r in FINE_RECIPES}
+    trace, reason = outcomes["focus_area"]
+    assert reason is None and trace.answer == question.answer and len(trace.observations) == 2
+    recovery, reason = outcomes["recovery-all"]
+    assert reason is None and [s.call["name"] for s in recovery.calls] == [
+        "focus_area", "reuse", "focus_area"
+    ]
+
+
+def test_a_wrong_crop_is_rejected_as_not_contained():
+    scene, question = questions(0, "train", 1, "fine")[0]
+    generate = annotator(scene, question, "recovery-focus_area", random.Random(0))
+    trace = run(lambda m, o: generate(m, o) if len(m) < 2 else "<answer>rows</answer>",
+                scene.render(), question.text)
+    assert verify(trace, question) == "not_contained"
+
+
+def test_dataset_has_images_messages_and_stats(tmp_path):
+    stats = synthesize_dataset(0, 16, tmp_path)
+    assert stats["generated"] == 8 * len(FINE_RECIPES) + 8
+    assert stats["kept"] + stats["rejected"] == stats["generated"] > stats["kept"] > 0
+    assert json.loads((tmp_path / "stats.json").read_text()) == stats
+    chains = load_chains(tmp_path)
+    row = chains[0]
+    assert row["images"][0].size == (128, 128)
+    n_images = sum(p["type"] == "image" for m in row["messages"] for p in m["content"])
+    assert n_images == len(row["images"])
+    direct = member_rows(chains, "direct", 0)
+    assert {chains[i]["recipe"] for i in direct} == {"direct"}
+    tools = [chains[i] for i in member_rows(chains, "all", 0)]
+    assert {r["recipe"] for r in tools if r["kind"] == "coarse"} == {"direct"}
+    assert {r["recipe"] for r in tools if r["kind"] == "fine"} <= {
+        "focus_area", "zoom_in", "recovery-all"
+    }
