@@ -79,6 +79,8 @@ def test_loading_in_a_dtype_and_on_a_device(tokenizers, tmp_path, dtype):
     assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
     composition = Composition("m", {"m": path}, dtype=dtype)
     assert next(composition.loaded["m"].model.parameters()).dtype == want
+    pair = load_model((llama(len(base), seed=1), base), "m", device="cpu", dtype=dtype)
+    assert {p.dtype for p in pair.model.parameters()} == {want}  # objects are converted too
     with pytest.raises(ModelLoadError, match="unknown dtype 'float8'"):
         load_model(path, "m", dtype="float8")
 
