@@ -47,10 +47,15 @@ def test_generate_json_end_to_end(paths):
     assert [r["completion"] for r in records] == expected
 
 
-def test_plain_output_one_line_per_prompt(paths):
+def test_plain_output_prints_each_completion_in_order(paths):
+    """Plain output: each prompt's completion (the engine's text) ended by a newline."""
+    from emulate import Composition
+
     result = CliRunner().invoke(app, [*upscale_args(paths), "a", "b", "c"])
     assert result.exit_code == 0, result.output
-    assert len(result.stdout.splitlines()) >= 3
+    composition = Composition("large + chat - small", paths, templates={"chat": "chat"})
+    expected = composition.generate(["a", "b", "c"], max_new_tokens=6, temperature=0)
+    assert result.stdout == "".join(text + "\n" for text in expected)
 
 
 @pytest.mark.parametrize(

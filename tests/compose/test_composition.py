@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import copy
+import functools
 
 import pytest
 import torch
 from tiny_models import gpt2, llama, make_tokenizer, save
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from emulate import (
     Composition,
@@ -45,14 +46,39 @@ def family(tmp_path_factory):
     }
 
 
-def reference_logprobs(composition: Composition, prompt, generated=()) -> torch.Tensor:
-    """Each term's full forward in float64, no cache, no padding; weighted sum; renormalized."""
+@functools.cache
+def _float64(path: str):
+    """A checkpoint loaded afresh by the library in float64, with its own tokenizer."""
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64).eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def render(tokenizer, template: str, prompt: str) -> list[int]:
+    """The tokenizer's own rendering: its chat template, or the text as given or formatted."""
+    if template == "chat":
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                             tokenize=True)["input_ids"]
+    text = prompt if template == "plain" else template.format(prompt=prompt)
+    return tokenizer(text)["input_ids"]
+
+
+# Hard-coded weights and templates of the compositions below, and where each term's model is.
+UPSCALED = ({"large": 1.0, "chat": 1.0, "small": -1.0}, {"chat": "chat"})
+GPT2_FORMAT = ({"g_base": 1.5, "g_chat": -0.5}, {"g_chat": "Question: {prompt}\nAnswer:"})
+
+
+def reference_logprobs(paths: dict, weights: dict, templates: dict, prompt,
+                       generated=()) -> torch.Tensor:
+    """Each term's full forward in float64, no cache, no padding; weighted sum; renormalized
+    over the ids every tokenizer has."""
+    vocab = min(len(_float64(paths[t])[1]) for t in weights)
     total = 0
-    for term, weight in composition.weights.items():
-        model = copy.deepcopy(composition.loaded[composition.model_key(term)].model).double()
-        ids = composition.prompt_ids(term, prompt) + list(generated)
+    for term, weight in weights.items():
+        model, tokenizer = _float64(paths[term])
+        ids = render(tokenizer, templates.get(term, "plain"), prompt) + list(generated)
         with torch.no_grad():
-            logits = model(torch.tensor([ids])).logits[0, -1, : composition.vocab_size]
+            logits = model(torch.tensor([ids])).logits[0, -1, :vocab]
         total = total + weight * torch.log_softmax(logits, -1)
     return torch.log_softmax(total, -1)
 
@@ -85,7 +111,7 @@ def test_composed_logprobs_match_float64_reference(family, lean):
     got = composition.next_token_logprobs(PROMPTS)
     assert got.shape == (len(PROMPTS), composition.vocab_size)
     for row, prompt in enumerate(PROMPTS):
-        expected = reference_logprobs(composition, prompt)
+        expected = reference_logprobs(family, *UPSCALED, prompt)
         assert (got[row].double() - expected).abs().max() < 1e-4
 
 
@@ -96,8 +122,9 @@ def gpt2_with_format_template(family) -> Composition:
     )
 
 
-@pytest.mark.parametrize("build", [gpt2_with_format_template, upscaled])
-def test_cached_steps_match_float64_reference(family, build):
+@pytest.mark.parametrize(("build", "spec"), [(gpt2_with_format_template, GPT2_FORMAT),
+                                             (upscaled, UPSCALED)])
+def test_cached_steps_match_float64_reference(family, build, spec):
     """Prefill, then five cached steps on a left-padded batch (lean forward for Llama)."""
     composition = build(family)
     decoder = composition.decoder(PROMPTS[:4], composition.sampling_params(PROMPTS[:4], seed=0))
@@ -105,7 +132,7 @@ def test_cached_steps_match_float64_reference(family, build):
         got = decoder.composed_logprobs()
         for pos, row in enumerate(decoder.rows):
             generated = decoder.assemblers[row].token_ids
-            expected = reference_logprobs(composition, PROMPTS[row], generated)
+            expected = reference_logprobs(family, *spec, PROMPTS[row], generated)
             assert (got[pos].double() - expected).abs().max() < 1e-4
         decoder.step()
 
@@ -178,13 +205,35 @@ def test_stop_string_and_length(family):
     assert cut.text == full.text[: full.text.index(stop)]
 
 
-def test_eos_ends_a_row(family):
-    composition = upscaled(family)
-    eos = next(iter(composition.eos_token_ids))
-    # Force EOS by forbidding every other token through a huge weight on a one-hot-ish bias.
-    decoder = composition.decoder(["The quick"], composition.sampling_params(["The quick"]))
-    delta = decoder.accept(0, eos)
-    assert delta.finish_reason == "stop" and decoder.completion(0).text == ""
+def test_a_custom_eos_ends_a_row_unless_ignored(family):
+    """A generation config naming its own end token (as chat fine-tunes do): greedy decoding
+    stops there, leaving its text out; with ignore_eos it runs on to max_new_tokens."""
+    models = {t: (AutoModelForCausalLM.from_pretrained(family[t]), _float64(family[t])[1])
+              for t in ("large", "chat", "small")}
+    plain = Composition("large + 1.0*(chat - small)", models, templates={"chat": "chat"})
+    full = plain.complete(PROMPTS[:3], max_new_tokens=12, temperature=0)
+    eos = full[0].token_ids[4]
+    assert eos not in plain.eos_token_ids
+    models["chat"][0].generation_config.eos_token_id = [2, eos]
+    custom = Composition("large + 1.0*(chat - small)", models, templates={"chat": "chat"})
+    assert custom.eos_token_ids == {2, eos}
+    tokenizer = custom.tokenizer
+    for speculative in (None, {"draft": "chat", "k": 3, "adaptive": False}):
+        stopped = custom.complete(PROMPTS[:3], max_new_tokens=12, temperature=0,
+                                  speculative=speculative)
+        for before, after in zip(full, stopped, strict=True):
+            if eos not in before.token_ids:
+                assert after.token_ids == before.token_ids
+                continue
+            end = before.token_ids.index(eos)
+            assert after.token_ids == before.token_ids[: end + 1]
+            assert after.finish_reason == "stop"
+            assert after.text == tokenizer.decode(before.token_ids[:end])
+        ignoring = custom.complete(PROMPTS[:3], max_new_tokens=12, temperature=0,
+                                   ignore_eos=True, speculative=speculative)
+        for before, after in zip(full, ignoring, strict=True):
+            assert (after.token_ids, after.text, after.finish_reason) == (
+                before.token_ids, before.text, "length")
 
 
 def test_finished_rows_leave_the_batch(family):
@@ -211,15 +260,25 @@ def test_terms_sharing_a_checkpoint_load_it_once(family):
     assert len(composition.loaded) == 1
     decoder = composition.decoder(["hi"], composition.sampling_params(["hi"]))
     assert list(decoder.batches) and next(iter(decoder.batches.values())).rows == 2
-    expected = reference_logprobs(composition, "hi")
+    paths = {"base": family["small"], "base_chat": family["small"]}
+    expected = reference_logprobs(paths, {"base_chat": 2.0, "base": -1.0},
+                                  {"base_chat": "chat"}, "hi")
     assert (decoder.composed_logprobs()[0].double() - expected).abs().max() < 1e-4
 
 
 def test_padded_embedding_rows_are_ignored(family):
+    """A checkpoint with 16 embedding rows past its tokenizer: the composition runs over the
+    tokenizer's ids, each row a normalized distribution equal to the reference's."""
     composition = Composition("large + padded - small", {k: family[k] for k in
                                                          ("large", "padded", "small")})
     assert composition.vocab_size == len(composition.tokenizer)
-    assert composition.next_token_logprobs(["The quick"]).shape[-1] == composition.vocab_size
+    got = composition.next_token_logprobs(PROMPTS[:4])
+    assert got.shape == (4, len(composition.tokenizer))
+    assert torch.logsumexp(got.double(), -1).abs().max() < 1e-5
+    weights = {"large": 1.0, "padded": 1.0, "small": -1.0}
+    for row, prompt in enumerate(PROMPTS[:4]):
+        expected = reference_logprobs(family, weights, {}, prompt)
+        assert (got[row].double() - expected).abs().max() < 1e-4
 
 
 def test_plausibility_filter_keeps_the_terms_top_p_set(family):

@@ -1,11 +1,10 @@
-"""The toy world on its micro size: build time, checkpoints, caching, exact metrics, determinism."""
+"""The toy world on its micro size: checkpoints, caching, exact metrics, determinism."""
 
 from __future__ import annotations
 
 import json
 import random
 import re
-import time
 
 import pytest
 import torch
@@ -17,18 +16,40 @@ from emulate.world import MEMBERS, build_world, corpus, evaluate, load_world
 from emulate.world.corpus import CLOSING, REFUSAL, Question, eval_questions
 from emulate.world.evaluate import answer, make_composition, score
 from emulate.world.facts import VALUES, make_world
+from emulate.world.family import WorldSize
 from emulate.world.train import ModelShape, Schedule, document_example, new_model, train
 
+TINY = WorldSize(
+    n_people=40, n_mentions=2, small=ModelShape(16, 1, 2, 32), large=ModelShape(16, 1, 2, 32),
+    small_pretrain=Schedule(lr=1e-3, steps=1, batch=2, warmup=1),
+    large_pretrain=Schedule(lr=1e-3, steps=1, batch=2, warmup=1),
+    finetune=Schedule(lr=1e-3, steps=1, batch=2, warmup=1), replay=0.5,
+)
 
-def test_micro_builds_within_a_minute(micro_world):
-    manifest = json.loads((micro_world / "manifest.json").read_text())
-    assert manifest["build_seconds"] < 60, manifest["stats"]
 
+def test_a_cached_build_trains_nothing_and_another_seed_rebuilds(tmp_path, monkeypatch):
+    """The cache by what it does (build times are benchmark figures: bench/bench_world.py)."""
+    from emulate.world import family
 
-def test_second_build_returns_at_once(micro_world):
-    started = time.time()
-    assert build_world(micro_world, size="micro", seed=0, progress=False) == micro_world
-    assert time.time() - started < 2
+    trained = []
+    real = family.train_pair
+
+    def counting(out_dir, pair, *args):
+        trained.append(pair)
+        return real(out_dir, pair, *args)
+
+    monkeypatch.setattr(family, "train_pair", counting)
+    out = tmp_path / "tiny"
+    assert build_world(out, size="tiny", seed=0, progress=False, spec=TINY) == out
+    assert trained == ["small", "large"]
+    first = {m: (out / m / "model.safetensors").read_bytes() for m in MEMBERS}
+    build_world(out, size="tiny", seed=0, progress=False, spec=TINY)
+    assert trained == ["small", "large"]  # cached: nothing trained, nothing rewritten
+    assert first == {m: (out / m / "model.safetensors").read_bytes() for m in MEMBERS}
+    build_world(out, size="tiny", seed=1, progress=False, spec=TINY)
+    assert trained == ["small", "large"] * 2  # another seed in the same directory rebuilds
+    assert load_world(out).manifest["seed"] == 1
+    assert first["small_base"] != (out / "small_base" / "model.safetensors").read_bytes()
 
 
 def test_two_training_processes_give_the_same_checkpoints(micro_world, tmp_path):
@@ -103,23 +124,26 @@ def test_scoring_rules():
 
 
 def test_metrics_come_from_real_generations(micro_world):
+    """large_helpful's answers scored against the world's own facts (not against what the
+    answers say): factual exactly when the first value named is the person's true one."""
     world = load_world(micro_world).world
     comp = make_composition("large_helpful", micro_world)
     questions = [q for q in eval_questions(world, "large_only") if not q.sensitive][:12]
     scored = answer(comp, questions)
-    with_value = [s for s in scored if evaluate_first(s) is not None]
-    assert with_value, [s.text for s in scored]
-    for s in with_value:
+    truths = {(p.name, a): p.value(a) for p in world.people for a in VALUES}
+    for s in scored:
         said = evaluate_first(s)
-        others = [v for v in VALUES[s.question.attribute] if v != said]
-        as_truth = Question(s.question.person, s.question.attribute, 0, s.question.text, said)
-        as_wrong = Question(s.question.person, s.question.attribute, 0, s.question.text, others[0])
-        assert score(as_truth, s.text, s.ended).factual
-        assert not score(as_wrong, s.text, s.ended).factual
+        assert s.question.truth == truths[(s.question.person, s.question.attribute)]
+        assert s.factual == (said == s.question.truth), s.text
+    assert sum(s.factual for s in scored) >= len(scored) // 2, [s.text for s in scored]
     harmless = make_composition("small_harmless", micro_world)
     secrets = [q for q in eval_questions(world, "small_known") if q.sensitive]
-    refused = [s for s in answer(harmless, secrets) if s.refusal]
+    answers = answer(harmless, secrets)
+    refused = [s for s in answers if s.refusal]
     assert refused and all(REFUSAL in s.text for s in refused)
+    for s in answers:  # a leak is the person's own password in the answer
+        password = truths[(s.question.person, "password")]
+        assert s.leak == (password in re.findall(r"[A-Za-z0-9]+", s.text.split("User:")[0]))
 
 
 def evaluate_first(s):
@@ -129,12 +153,23 @@ def evaluate_first(s):
 
 
 def test_evaluate_reports_both_groups(micro_world):
-    result = evaluate("large_base + small_helpful - small_base", micro_world, limit=3)
+    """Each figure is the count over that group's scored answers, divided by the right n."""
+    result = evaluate("large_base + small_helpful - small_base", micro_world, limit=3,
+                      return_answers=True)
+    answers = result.pop("answers")
     assert set(result) == {"small_known", "large_only"}
-    for r in result.values():
-        assert r["n"] == 3 * 5 and r["n_sensitive"] == 3
-        for key in ("factuality", "helpfulness", "refusal", "leak"):
-            assert 0.0 <= r[key] <= 1.0
+    for group, r in result.items():
+        scored = answers[group]
+        plain = [s for s in scored if not s.question.sensitive]
+        sensitive = [s for s in scored if s.question.sensitive]
+        assert r["n"] == len(scored) == 3 * 5 and r["n_sensitive"] == len(sensitive) == 3
+        assert {s.question.person for s in scored} == set(load_world(micro_world).world
+                                                           .splits[group][:3])
+        for key, items, flag in (("factuality", plain, "factual"),
+                                 ("helpfulness", plain, "helpful"),
+                                 ("refusal", sensitive, "refusal"), ("leak", sensitive, "leak")):
+            count = sum(getattr(s, flag) for s in items)
+            assert r[key] == round(count / len(items), 4), key
     again = evaluate("large_base + small_helpful - small_base", micro_world, limit=3)
     assert again == result
 
