@@ -93,6 +93,7 @@ def test_a_dtype_per_model_and_a_shared_checkpoint_loaded_once(paths, plain):
     ({"large": {"devise": "cpu"}}, "unknown key"),
     ({"large": 5}, "must be a device"),
     ({"huge": "cpu"}, "name no model"),
+    ("auto", "must be a mapping model name"),
 ], ids=lambda v: str(v)[:40])
 def test_bad_placements_are_clear_errors(paths, placements, message):
     with pytest.raises(PlacementError, match=message):
