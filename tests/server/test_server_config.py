@@ -64,7 +64,9 @@ def test_the_example_config_parses():
     eft = config.compositions["llama-2-70b-eft-chat"]
     assert eft.terms["large"] == ("meta-llama/Llama-2-70b-hf", "chat")  # a hub id, not a path
     assert config.compositions["llama-2-7b-disaligned"].parameters == {"alpha": 0.5}
-    assert (config.server.device, config.server.dtype) == ("cuda", "bfloat16")
+    assert (config.server.device, config.server.dtype) == ("cuda:3", "bfloat16")
+    assert config.placements["meta-llama/Llama-2-70b-hf"]["device_map"] == "balanced"
+    assert config.placements["meta-llama/Llama-2-7b-hf"] == {"device": "cuda:3"}
 
 
 def test_requests_override_the_configured_speculative_options_but_not_lookup():

@@ -52,8 +52,11 @@ class Composition:
         placement.py)."""
         models = checks.model_sources(models)
         self.device = place.check_device(device, "device")
+        if placements is not None and not isinstance(placements, Mapping):
+            raise PlacementError("placements must be a mapping model name -> placement, e.g. "
+                                 f"{{'large': 'auto'}}, got {type(placements).__name__}")
         placements = dict(placements or {})
-        if not isinstance(placements, dict) or set(placements) - set(models):
+        if set(placements) - set(models):
             raise PlacementError(f"placements given for {sorted(set(placements) - set(models))},"
                                  f" which name no model; models are {sorted(models)}")
         if not isinstance(formula, str):
