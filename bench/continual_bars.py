@@ -102,13 +102,56 @@ def extras(world: Path, out: Path, opts: dict) -> dict:
     return report
 
 
+def assemble(out: Path, noreplay: dict, seed: int) -> None:
+    """Table, plot and bar lines from the methods finished so far (a bar line whose methods
+    are missing is left out)."""
+    results = {}
+    for method in COMPARE:
+        path = out / method / "results.json"
+        if path.exists():
+            results.update(json.loads(path.read_text()))
+    results_nr = {**results, "finetune (0,1,0)": noreplay}
+    (out / "table.md").write_text(markdown_table(results_nr))
+    trajectory_plot(results_nr, out / "trajectory.png", f"random ordering, T=10, seed {seed}")
+    print(markdown_table(results_nr))
+    full = {m: results.get(m) for m in COMPARE}
+    for name, value, ok in bars_available(full, noreplay):
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {value:.4f}")
+
+
+def bars_available(r: dict, noreplay: dict):
+    stand_in = next(x for x in r.values() if x)
+    filled = {m: x or {**stand_in, "_missing": True} for m, x in r.items()}
+    needs = [
+        ("ema-merge", ["ema-merge"]),
+        ("zs-merge", ["zs-merge"]),
+        ("joint", COMPARE),
+        ("MAFs", COMPARE),
+        ("lora", ["lora"]),
+        ("", ["finetune"]),
+    ]
+    for line in bars(filled, noreplay):
+        wanted = next((m for key, m in needs if key in line[0]), [])
+        if all(r.get(m) for m in wanted):
+            yield line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--world", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--extra", action="store_true", help="only the reported comparisons")
+    parser.add_argument(
+        "--assemble",
+        type=Path,
+        help="a `run --mix 0,1,0 --json` output: "
+        "assemble the bar from the per-method results already in --out",
+    )
     args = parser.parse_args()
+    if args.assemble:
+        assemble(args.out, json.loads(args.assemble.read_text()), args.seed)
+        return
     quiet_transformers()
     torch.set_num_threads(1)
     opts = {**OPTIONS, "seed": args.seed}
