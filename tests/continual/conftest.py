@@ -11,7 +11,8 @@ def continual_world(tmp_path_factory):
     from emulate.continual.pretrain import build_world
 
     torch.set_num_threads(1)
-    return build_world(tmp_path_factory.mktemp("continual") / "micro", "micro", 0, progress=False)
+    home = tmp_path_factory.mktemp("home")  # laid out as the cache: the demo finds it there
+    return build_world(home / "continual" / "micro-seed0", "micro", 0, progress=False)
 
 
 @pytest.fixture(scope="session")

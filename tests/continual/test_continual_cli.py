@@ -92,3 +92,10 @@ def test_bad_input_is_one_clear_error(continual_world, args, message):
 def test_missing_world(tmp_path):
     result = _run("run", "--world", str(tmp_path / "nowhere"), "--json")
     assert result.exit_code == 2 and "continual build" in " ".join(result.output.split())
+
+
+def test_demo_on_the_cached_micro_world(continual_world, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMULATE_HOME", str(continual_world.parent.parent))
+    result = _run("demo", "--size", "micro", "--tasks", "2", "--out", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output
+    assert "ema-merge" in result.output and (tmp_path / "demo" / "trajectory.png").exists()
