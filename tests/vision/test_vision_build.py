@@ -68,4 +68,4 @@ def test_bad_input_is_one_clear_error(micro_vision, tmp_path, case):
 
 def test_a_directory_without_a_world_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["vision", "eval", "--world", str(tmp_path), "--json"])
-    assert result.exit_code == 2 and "no built vision world" in result.output
+    assert result.exit_code == 2 and "no built vision world" in " ".join(result.output.split())

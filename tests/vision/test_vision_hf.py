@@ -81,8 +81,8 @@ def test_qwen_boxes_in_resized_pixels_become_normalized():
     adapter.family, adapter.processor = "qwen2_vl", _QwenLike()
     image = Image.new("RGB", (300, 150))
     height, width = adapter.resized_size(image)
-    assert (height, width) == (140, 280)  # multiples of 28, aspect kept, under the pixel cap
-    call = ToolCall("focus_area", {"box": [70, 35, 140, 70], "source": 0})
+    assert (height, width) == (140, 308)  # multiples of 28, aspect kept, under the pixel cap
+    call = ToolCall("focus_area", {"box": [77, 35, 154, 70], "source": 0})
     assert adapter.to_normalized(call, image).arguments["box"] == [250, 250, 500, 500]
-    outside = ToolCall("focus_area", {"box": [0, 0, 400, 70]})
+    outside = ToolCall("focus_area", {"box": [0, 0, 400, 70]})  # beyond the resized width
     assert adapter.to_normalized(outside, image).arguments["box"][2] > 1000

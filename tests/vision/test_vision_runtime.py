@@ -36,7 +36,8 @@ def test_a_looping_model_stops_at_the_call_cap():
 
 
 def test_malformed_replies_become_error_observations_until_the_turn_cap():
-    generate, seen = scripted('<tool_call>{"name": "focus_area", "arguments": {"box": [0, 0}</tool_call>')
+    broken = '<tool_call>{"name": "focus_area", "arguments": {"box": [0, 0}</tool_call>'
+    generate, seen = scripted(broken)
     trace = run(generate, IMAGE, "q?", max_calls=2)
     assert trace.stopped == "turn_cap" and len(trace.steps) == 4
     assert all("not valid JSON" in s.error for s in trace.steps)

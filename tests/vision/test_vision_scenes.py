@@ -54,4 +54,4 @@ def test_questions_are_balanced_enough_and_deterministic():
     counts = {code: sum(q.answer == code for _, q in fine) for code in CODES}
     assert min(counts.values()) > 30
     coarse = questions(0, "eval", 50, "coarse")
-    assert all(q.answer == q.target.quadrant for _, q in coarse)
+    assert all(q.answer == q.target.colour and q.kind == "coarse" for _, q in coarse)

@@ -32,6 +32,7 @@ class Adapter:
         self.processor = processor
         self.max_new_tokens = max_new_tokens
         self.family = getattr(model.config, "model_type", "")
+        self.stop = self._stopping(processor.tokenizer)
 
     @classmethod
     def load(cls, path: str | Path, **kwargs) -> Adapter:
@@ -74,12 +75,23 @@ class Adapter:
             **encoded,
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
-            stop_strings=STOP_STRINGS,
-            tokenizer=tokenizer,
             pad_token_id=tokenizer.pad_token_id,
+            **self.stop,
         )
         new = out[0, encoded["input_ids"].shape[1] :]
         return tokenizer.decode(new, skip_special_tokens=True)
+
+    @staticmethod
+    def _stopping(tokenizer) -> dict:
+        """Stop after a closing tag: as end tokens when each is one token, else as strings."""
+        from transformers import StoppingCriteriaList, StopStringCriteria
+
+        ids = [tokenizer.encode(s, add_special_tokens=False) for s in STOP_STRINGS]
+        if all(len(i) == 1 for i in ids):
+            eos = tokenizer.eos_token_id
+            return {"eos_token_id": [i[0] for i in ids] + ([eos] if eos is not None else [])}
+        criteria = StopStringCriteria(tokenizer=tokenizer, stop_strings=STOP_STRINGS)
+        return {"stopping_criteria": StoppingCriteriaList([criteria])}
 
     def to_normalized(self, call: ToolCall, source: Image.Image) -> ToolCall:
         """The call in 0-1000 coordinates of ``source`` (absolute pixels for Qwen-VL)."""
@@ -102,7 +114,6 @@ class Adapter:
 
         ip = self.processor.image_processor
         factor = ip.patch_size * ip.merge_size
-        size = getattr(ip, "size", None) or {}
-        low = size.get("shortest_edge", getattr(ip, "min_pixels", None))
-        high = size.get("longest_edge", getattr(ip, "max_pixels", None))
-        return smart_resize(image.height, image.width, factor=factor, min_pixels=low, max_pixels=high)
+        size = ip.size
+        low, high = size["shortest_edge"], size["longest_edge"]
+        return smart_resize(image.height, image.width, factor, min_pixels=low, max_pixels=high)

@@ -46,7 +46,7 @@ class VisionSize:
 
 SIZES = {
     "micro": VisionSize(VLMShape(32, 1, 64, 1), 40, 20, 8, 3e-3, 24, 8),
-    "default": VisionSize(VLMShape(64, 2, 128, 2), 900, 300, 32, 2e-3, 1600, 150),
+    "default": VisionSize(VLMShape(64, 2, 128, 2), 800, 300, 32, 3e-3, 1600, 100),
 }
 
 

@@ -7,7 +7,7 @@ the tile: a tile jittered within its cell is always inside).
 
 from __future__ import annotations
 
-from emulate.vision.scenes import GRID, Question, Tile
+from emulate.vision.scenes import GRID, Question, Tile, place
 from emulate.vision.tools import SCALE, ToolCall
 
 
@@ -38,27 +38,31 @@ def answer(text: str) -> str:
 
 def before_call(question: Question, call: ToolCall) -> str:
     if call.name == "reuse":
-        return f"The {question.target.colour} tile is too small here; I look again. {call.to_text()}"
-    return f"The {question.target.colour} tile is too small; I look closer. {call.to_text()}"
+        return f"The tile is too small; I look again. {call.to_text()}"
+    return f"The tile is too small; I look closer. {call.to_text()}"
 
 
 def after_observation(question: Question, seen: Tile | None) -> str:
     if seen is not None and seen.colour == question.target.colour:
         return f"The {seen.colour} tile shows {seen.code}. {answer(seen.code)}"
-    return f"I see no {question.target.colour} tile clearly. {answer(question.answer)}"
+    return f"I see no tile clearly. {answer(question.answer)}"
 
 
 def after_miss(question: Question, seen: Tile | None, retry: ToolCall) -> str:
     what = f"the {seen.colour} tile" if seen is not None else "no tile"
-    return f"This shows {what}, not the {question.target.colour} one. {retry.to_text()}"
+    return f"This shows {what}, not the tile {place(question.target)}. {retry.to_text()}"
 
 
 def direct(question: Question) -> str:
     return answer(question.answer)
 
 
-def grounding_prompt(colour: str) -> str:
-    return f"Find the {colour} tile."
+def grounding_prompt(tile: Tile) -> str:
+    return f"Find the tile {place(tile)}."
+
+
+def colour_prompt(tile: Tile) -> str:
+    return f"Name the colour {place(tile)}."
 
 
 def grounding_reply(tile: Tile) -> str:
@@ -75,20 +79,21 @@ def caption_reply(tile: Tile | None) -> str:
 
 def corpus() -> list[str]:
     """Texts covering every word, number and format the model will meet (for the tokenizer)."""
-    from emulate.vision.scenes import CODES, COLOURS, QUADRANTS
+    from emulate.vision.scenes import CODES, COLOURS
 
     texts = []
     for colour in COLOURS:
-        t = Tile(colour, CODES[0], 0, 0, 0, 0)
-        q = Question("fine", f"What code is on the {colour} tile?", t.code, t)
-        texts += [q.text, f"Where is the {colour} tile?", grounding_prompt(colour)]
         for row in range(GRID):
             for col in range(GRID):
+                t = Tile(colour, CODES[0], row, col, 0, 0)
+                q = Question("fine", f"What code is on the tile {place(t)}?", t.code, t)
+                texts += [q.text, f"What colour is the tile {place(t)}?", grounding_prompt(t)]
+                texts += [colour_prompt(t), answer(colour)]
                 for tool in ("focus_area", "zoom_in", "reuse"):
                     call = look_call(tool, row, col)
                     texts += [before_call(q, call), after_miss(q, t, call)]
                 texts.append(after_observation(q, t))
-    texts += [answer(w) for w in (*CODES, *QUADRANTS)] + [caption_prompt(), "nothing"]
+    texts += [answer(w) for w in CODES] + [caption_prompt(), "nothing"]
     texts += [f"{c} {k}" for c in COLOURS for k in CODES]
     texts += [f"Observation {i}." for i in range(8)] + [str(v) for v in range(0, SCALE + 1, 125)]
     return texts

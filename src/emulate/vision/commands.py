@@ -9,8 +9,17 @@ from typing import Annotated
 
 import typer
 
-from emulate.common.cli import console, fail, quiet_transformers
+from emulate.common.cli import console, fail
+from emulate.common.cli import quiet_transformers as _quiet_transformers
 from emulate.common.errors import EmulateError
+
+def quiet_transformers() -> None:
+    """Library bars (transformers, datasets) would interleave with ours."""
+    import datasets
+
+    _quiet_transformers()
+    datasets.disable_progress_bars()
+
 
 vision_app = typer.Typer(
     help="Thinking with images: a small VLM that crops, zooms and looks again before answering.",

@@ -7,8 +7,8 @@ steps of 4 pixels, so each 4x4 block the encoder averages holds exactly half ink
 code: downsampled to the encoder's input every code gives the same pixels (``test_vision_scenes``
 checks this), while a crop of one cell shows the stripes plainly.
 
-Fine questions ask for a tile's code (unreadable at the encoder's resolution); coarse questions
-ask where a tile is (its quadrant; readable). Everything is drawn from a seeded generator per
+Fine questions ask for the code of the tile in a given row and column (unreadable at the
+encoder's resolution); coarse questions ask for its colour (readable). Everything is drawn from a seeded generator per
 scene, so attributes change from scene to scene and nothing can be memorised.
 """
 
@@ -92,7 +92,7 @@ class Question:
 
     @property
     def choices(self) -> tuple[str, ...]:
-        return CODES if self.kind == "fine" else QUADRANTS
+        return CODES if self.kind == "fine" else tuple(COLOURS)
 
 
 def code_mask(code: str) -> np.ndarray:
@@ -129,12 +129,16 @@ def scene_rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random(f"vision-{seed}-{split}-{index}")
 
 
+def place(tile: Tile) -> str:
+    return f"in row {tile.row + 1}, column {tile.col + 1}"
+
+
 def ask(scene: Scene, kind: str, rng: random.Random) -> Question:
     target = rng.choice(scene.tiles)
     if kind == "fine":
-        return Question(kind, f"What code is on the {target.colour} tile?", target.code, target)
+        return Question(kind, f"What code is on the tile {place(target)}?", target.code, target)
     if kind == "coarse":
-        return Question(kind, f"Where is the {target.colour} tile?", target.quadrant, target)
+        return Question(kind, f"What colour is the tile {place(target)}?", target.colour, target)
     raise ValueError(f"unknown question kind {kind!r}")
 
 

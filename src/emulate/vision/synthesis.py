@@ -82,7 +82,7 @@ def annotator(scene: Scene, question: Question, recipe: str, rng: random.Random)
                 if recipe == "recovery-all":
                     return chains.before_call(question, retry)
                 return chains.after_miss(question, seen, retry)
-        return f"I see no {target.colour} tile clearly. {chains.answer(rng.choice(CODES))}"
+        return f"I see no tile clearly. {chains.answer(rng.choice(CODES))}"
 
     return generate
 

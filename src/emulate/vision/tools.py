@@ -124,7 +124,8 @@ def execute(call: ToolCall, observations: list[Observation]) -> Observation:
     top = min(max(y * height / SCALE - side_h / 2, 0), height - side_h)
     box = (round(left), round(top), round(left + side_w), round(top + side_h))
     crop = source.image.crop(box)
-    magnified = crop.resize((round(crop.width * factor), round(crop.height * factor)), Image.NEAREST)
+    size = (round(crop.width * factor), round(crop.height * factor))
+    magnified = crop.resize(size, Image.NEAREST)
     return Observation(magnified, _region(source, box))
 
 

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from emulate.vision import chains
 from emulate.vision.model import assistant_labels
@@ -34,9 +34,13 @@ def alignment_example(seed: int, index: int) -> dict:
     rng = scene_rng(seed, "align", index)
     scene = make_scene(rng)
     image = scene.render()
-    if rng.random() < 0.5:
+    task = rng.random()
+    if task < 0.3:
         tile = rng.choice(scene.tiles)
-        prompt, reply = chains.grounding_prompt(tile.colour), chains.grounding_reply(tile)
+        prompt, reply = chains.grounding_prompt(tile), chains.grounding_reply(tile)
+    elif task < 0.55:
+        tile = rng.choice(scene.tiles)
+        prompt, reply = chains.colour_prompt(tile), tile.colour
     else:
         row, col = rng.randrange(GRID), rng.randrange(GRID)
         if rng.random() < 0.8:
@@ -75,7 +79,7 @@ class ChainData(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
-        return {"messages": row["messages"], "images": row["images"], "skip_turns": row["skip_turns"]}
+        return {key: row[key] for key in ("messages", "images", "skip_turns")}
 
 
 class ChatCollator:
@@ -137,6 +141,7 @@ def train(model, processor, data, schedule: Schedule, seed: int, report, member:
             data_collator=ChatCollator(processor),
             callbacks=[callback],
         )
+        trainer.remove_callback(PrinterCallback)  # our bars report; stdout stays clean
         trainer.train()
     model.eval()
     return callback.loss
