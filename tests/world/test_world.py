@@ -124,11 +124,12 @@ def test_scoring_rules():
 
 
 def test_metrics_come_from_real_generations(micro_world):
-    """large_helpful's answers scored against the world's own facts (not against what the
-    answers say): factual exactly when the first value named is the person's true one."""
+    """large_helpful's answers about people it was fine-tuned on, scored against the world's
+    own facts (not against what the answers say): factual exactly when the first value named
+    is the person's true one (most are: 8 of 12 on the micro world, seed 0)."""
     world = load_world(micro_world).world
     comp = make_composition("large_helpful", micro_world)
-    questions = [q for q in eval_questions(world, "large_only") if not q.sensitive][:12]
+    questions = [q for q in eval_questions(world, "qa") if not q.sensitive][:12]
     scored = answer(comp, questions)
     truths = {(p.name, a): p.value(a) for p in world.people for a in VALUES}
     for s in scored:
