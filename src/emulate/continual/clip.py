@@ -137,14 +137,16 @@ def load_clip(path: str | Path) -> Clip:
 
 def clip_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """CLIP's symmetric contrastive loss with its learnable temperature."""
-    return model(**batch, return_loss=True).loss
+    device = next(model.parameters()).device
+    return model(**{k: v.to(device) for k, v in batch.items()}, return_loss=True).loss
 
 
 @torch.no_grad()
 def text_classifier(clip: Clip, names: list[str], templates: tuple[str, ...]) -> torch.Tensor:
     """One unit vector per class: the mean of its normalised prompt embeddings."""
     texts = [t.format(name=n) for n in names for t in templates]
-    emb = clip.model.get_text_features(**clip.tokens(texts))
+    device = next(clip.model.parameters()).device
+    emb = clip.model.get_text_features(**{k: v.to(device) for k, v in clip.tokens(texts).items()})
     emb = getattr(emb, "pooler_output", emb)
     emb = torch.nn.functional.normalize(emb, dim=-1).view(len(names), len(templates), -1)
     return torch.nn.functional.normalize(emb.mean(1), dim=-1)
@@ -153,9 +155,12 @@ def text_classifier(clip: Clip, names: list[str], templates: tuple[str, ...]) ->
 @torch.no_grad()
 def image_embeddings(clip: Clip, images: np.ndarray, batch: int = 512) -> torch.Tensor:
     parts = []
+    device = next(clip.model.parameters()).device
     for i in range(0, len(images), batch):
-        emb = clip.model.get_image_features(pixel_values=clip.pixels(images[i : i + batch]))
-        parts.append(torch.nn.functional.normalize(getattr(emb, "pooler_output", emb), dim=-1))
+        pixels = clip.pixels(images[i : i + batch]).to(device)
+        emb = clip.model.get_image_features(pixel_values=pixels)
+        emb = torch.nn.functional.normalize(getattr(emb, "pooler_output", emb), dim=-1)
+        parts.append(emb.cpu())
     return torch.cat(parts)
 
 
@@ -166,7 +171,7 @@ def zero_shot_accuracy(
     """Top-1 accuracy of classifying ``images`` among ALL ``names`` by prompt similarity."""
     was_training = clip.model.training
     clip.model.eval()
-    classes = text_classifier(clip, names, templates)
+    classes = text_classifier(clip, names, templates).cpu()
     predicted = (image_embeddings(clip, images) @ classes.T).argmax(-1).numpy()
     clip.model.train(was_training)
     return float((predicted == labels).mean())

@@ -88,9 +88,11 @@ class BatchSampler:
     ):
         self.universe, self.pool, self.mixture = universe, pool, mixture
         self.batch, self.seed, self.attributes = batch, seed, attributes
+        self.rank = 0
 
     def sources(self, current: TaskData, buffer: TaskData, task: int, step: int):
-        rng = np.random.default_rng([self.seed, task, step])
+        rank = self.rank  # processes under `accelerate launch` draw different batches
+        rng = np.random.default_rng([self.seed, task, step] + ([rank] if rank else []))
         n_pool, n_cur, n_buf = self.mixture.counts(self.batch, len(buffer) > 0)
         picks = []
         if n_pool:

@@ -110,6 +110,7 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
     )
 
     accelerator = new_accelerator()
+    sampler.rank = accelerator.process_index
     model = accelerator.prepare(model)
     report = on_event or (lambda event: None)
     label = f"{config.method}"

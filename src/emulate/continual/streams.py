@@ -40,7 +40,8 @@ def _per_concept(universe: Universe, train: dict[str, ImageSet], clip: Clip):
     for d in universe.adapt:
         s = train[d.name]
         emb = image_embeddings(clip, s.images)
-        pred = (emb @ text_classifier(clip, s.names, ZERO_SHOT_TEMPLATES).T).argmax(-1).numpy()
+        classes = text_classifier(clip, s.names, ZERO_SHOT_TEMPLATES).cpu()
+        pred = (emb @ classes.T).argmax(-1).numpy()
         for i, name in enumerate(s.names):
             rows = s.labels == i
             accuracy[name] = float((pred[rows] == i).mean())
