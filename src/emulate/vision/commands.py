@@ -13,6 +13,7 @@ from emulate.common.cli import console, fail
 from emulate.common.cli import quiet_transformers as _quiet_transformers
 from emulate.common.errors import EmulateError
 
+
 def quiet_transformers() -> None:
     """Library bars (transformers, datasets) would interleave with ours."""
     import datasets

@@ -8,8 +8,9 @@ code: downsampled to the encoder's input every code gives the same pixels (``tes
 checks this), while a crop of one cell shows the stripes plainly.
 
 Fine questions ask for the code of the tile in a given row and column (unreadable at the
-encoder's resolution); coarse questions ask for its colour (readable). Everything is drawn from a seeded generator per
-scene, so attributes change from scene to scene and nothing can be memorised.
+encoder's resolution); coarse questions ask for its colour (readable). Everything is drawn
+from a seeded generator per scene, so attributes change from scene to scene and nothing can be
+memorised.
 """
 
 from __future__ import annotations
