@@ -124,19 +124,21 @@ def test_scoring_rules():
 
 
 def test_metrics_come_from_real_generations(micro_world):
-    """large_helpful's answers about people it was fine-tuned on, scored against the world's
-    own facts (not against what the answers say): factual exactly when the first value named
-    is the person's true one (most are: 8 of 12 on the micro world, seed 0)."""
+    """large_helpful's answers, scored against the world's own facts (not against what the
+    answers say): factual exactly when the first value named is the person's true one. People
+    it was fine-tuned on (mostly right) and people only the large base read (on the micro
+    world, values of other people), so both verdicts occur."""
     world = load_world(micro_world).world
     comp = make_composition("large_helpful", micro_world)
-    questions = [q for q in eval_questions(world, "qa") if not q.sensitive][:12]
+    questions = [q for g in ("qa", "large_only")
+                 for q in [q for q in eval_questions(world, g) if not q.sensitive][:6]]
     scored = answer(comp, questions)
     truths = {(p.name, a): p.value(a) for p in world.people for a in VALUES}
     for s in scored:
         said = evaluate_first(s)
         assert s.question.truth == truths[(s.question.person, s.question.attribute)]
         assert s.factual == (said == s.question.truth), s.text
-    assert sum(s.factual for s in scored) >= len(scored) // 2, [s.text for s in scored]
+    assert 0 < sum(s.factual for s in scored) < len(scored), [s.text for s in scored]
     harmless = make_composition("small_harmless", micro_world)
     secrets = [q for q in eval_questions(world, "small_known") if q.sensitive]
     answers = answer(harmless, secrets)
