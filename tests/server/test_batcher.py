@@ -107,6 +107,40 @@ def test_queued_requests_wait_for_room_then_merge(compositions):
         assert_alone(compositions, j)
 
 
+def test_speculative_requests_join_the_running_speculative_cohort(compositions):
+    """Arrivals join between two rounds: one cohort serves them all, each row as if alone."""
+    async def scenario():
+        batcher = batcher_for(compositions, max_batch=8, max_cohorts=4)
+        first = job("eft", PROMPTS[:2], [params(1, n=12), params(2, n=9, temperature=0)],
+                    speculative=SPEC)
+        await batcher.submit(first)
+        await step_all(batcher)
+        joiners = [job("eft", [PROMPTS[2]], [params(3, n=10, temperature=0)], speculative=SPEC),
+                   job("eft", [PROMPTS[4], PROMPTS[5]], [params(4, n=7), params(5, n=11)],
+                       speculative=SPEC)]
+        for j in joiners:
+            await batcher.submit(j)
+        await step_all(batcher)
+        assert batcher.stats["merges"] == 1 and batcher.metrics()["cohorts"] == 1
+        assert batcher.metrics()["active_rows"] == 5
+        later = job("eft", [PROMPTS[3]], [params(6, n=8)], speculative=SPEC)
+        await batcher.submit(later)
+        await step_all(batcher)
+        assert batcher.stats["merges"] == 2 and batcher.metrics()["cohorts"] == 1
+        other = job("eft", [PROMPTS[0]], [params(7, n=8)], speculative={**SPEC, "k": 1})
+        await batcher.submit(other)  # other options: a cohort of its own
+        await step_all(batcher)
+        assert batcher.metrics()["cohorts"] == 2
+        jobs = [first, *joiners, later, other]
+        await until_done(batcher, jobs)
+        assert batcher.stats["accepted_drafts"] > 0
+        await batcher.close()
+        return jobs
+
+    for j in asyncio.run(scenario()):
+        assert_alone(compositions, j)
+
+
 def test_interleaved_cohorts_each_decode_as_alone(compositions):
     """Another composition, an override that drops two terms, a speculative request and a
     late arrival merged mid-flight, all in flight at once."""
@@ -147,8 +181,8 @@ class FailingAfter:
     def __getattr__(self, name):
         return getattr(self._composition, name)
 
-    def decoder(self, prompts, params, speculative=None):
-        decoder = self._composition.decoder(prompts, params, speculative)
+    def decoder(self, prompts, params, speculative=None, joining=False):
+        decoder = self._composition.decoder(prompts, params, speculative, joining)
         step, calls = decoder.step, []
 
         def failing():

@@ -271,8 +271,8 @@ class Slow:
     def __getattr__(self, name):
         return getattr(self._composition, name)
 
-    def decoder(self, prompts, params, speculative=None):
-        decoder = self._composition.decoder(prompts, params, speculative)
+    def decoder(self, prompts, params, speculative=None, joining=False):
+        decoder = self._composition.decoder(prompts, params, speculative, joining)
         step = decoder.step
 
         def slow_step():

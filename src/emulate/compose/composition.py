@@ -157,17 +157,21 @@ class Composition:
         ]
 
     def decoder(
-        self, prompts: list[Prompt], params: list[SamplingParams], speculative=None
+        self, prompts: list[Prompt], params: list[SamplingParams], speculative=None,
+        joining: bool = False,
     ) -> Decoder:
         """speculative=True or {"draft": TERM or FORMULA, "k": K, "lookup": ...}: exact
-        speculative decoding (options in drafting.py, the decoder in speculative.py)."""
+        speculative decoding (options in drafting.py, the decoder in speculative.py).
+        `joining`: the decoder is to be merged into a running one of its kind (continuous
+        batching); a speculative decoder then starts in the state its rows will join."""
         prompts = checks.prompts(prompts)
+        joining = checks.flag(joining, "joining")
         if not isinstance(params, (list, tuple)) or len(params) != len(prompts) or not all(
                 isinstance(p, SamplingParams) for p in params):
             raise GenerationParamsError("give one SamplingParams per prompt")
         if speculative is not None and speculative is not False:
             options = speculative_options(speculative)
-            return SpeculativeDecoder(self, list(prompts), params, **options)
+            return SpeculativeDecoder(self, list(prompts), params, joining=joining, **options)
         return Decoder(self, list(prompts), params)
 
     @torch.inference_mode()

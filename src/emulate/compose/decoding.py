@@ -74,11 +74,14 @@ class Decoder:
         # Prompts of models whose prefill waits for their first forward (see `_defers`).
         self.deferred: dict[str, list[list[int]]] = {}
         for key, terms in self.groups.items():
-            sequences = [ids for t in terms for ids in prompt_ids[t]]
-            if self._defers(key):
-                self.deferred[key] = sequences
-            else:
-                self._store(key, self.batches[key].prefill(sequences))
+            self._prefill(key, [ids for t in terms for ids in prompt_ids[t]])
+
+    def _prefill(self, key: str, sequences: list[list[int]]) -> None:
+        """Read the prompts into model `key` (one row per term and prompt), or defer them."""
+        if self._defers(key):
+            self.deferred[key] = sequences
+        else:
+            self._store(key, self.batches[key].prefill(sequences))
 
     def _defers(self, key: str) -> bool:
         """Whether model `key` reads the prompts only with its first decoding forward. Lockstep
@@ -102,15 +105,20 @@ class Decoder:
             self._cancelled.add(index)
 
     def can_merge(self, other: Decoder) -> bool:
-        return (type(self) is Decoder and type(other) is Decoder and bool(self.rows)
-                and other.composition is self.composition and other.terms == self.terms)
+        """Whether `merge(other)` may run: decoders of one kind, composition and terms, with
+        nothing deferred (a deferred prompt has no cache to merge yet)."""
+        return (type(other) is type(self) and bool(self.rows) and not self.deferred
+                and not other.deferred and other.composition is self.composition
+                and other.terms == self.terms)
 
     def merge(self, other: Decoder) -> int:
         """Take over `other`'s running rows, so one forward per step serves both (continuous
         batching). Call between steps. Returns the offset: other's prompt i is now prompt
-        offset + i here. Both must be plain Decoders over the same composition and terms."""
+        offset + i here. Both must be Decoders of one kind over the same composition and
+        terms (`can_merge`)."""
         if not self.can_merge(other):
-            raise ValueError("merge needs plain Decoders of one composition with the same terms")
+            raise ValueError("merge needs decoders of one kind and composition with the same "
+                             "terms, neither holding deferred prompts")
         offset, mine, theirs = len(self.params), len(self.rows), len(other.rows)
         for key, terms in self.groups.items():  # a model's rows are blocks, one per term
             n, order = len(terms), []

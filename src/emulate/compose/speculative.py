@@ -59,8 +59,13 @@ class SpeculativeDecoder(Decoder):
     def __init__(self, composition, prompts, params: list[SamplingParams],
                  draft: str | None = None, k: int = DEFAULT_K, adaptive: bool = True,
                  k_max: int = K_MAX, lean: bool | str | None = None,
-                 lookup: bool | str = True):
+                 lookup: bool | str = True, joining: bool = False):
         check_k(k, k_max)
+        # A joining decoder reads each prompt but its last token, which leads its first round
+        # as a row's last accepted token leads every later one: its rows are then in the state
+        # of a running decoder's rows between two rounds, and can merge into it.
+        self.joining = joining
+        self.leads: dict[int, dict[str, int]] = {}  # prompt -> term -> its first round's lead
         self.draft = draft or default_draft(composition)
         self.draft_weights = parse_formula(
             self.draft, composition.term_names, composition.parameters
@@ -78,7 +83,12 @@ class SpeculativeDecoder(Decoder):
             (self.draft, lookup), {"judged": 4.0, "passed": 3.0, "costs": None, "k": k})
         if adaptive:
             self.k = min(self._learned["k"], k_max)
-        self._first = True  # self.logits hold the drafts' next-token logits after prefill
+        # In the first round of a decoder that did not join, self.logits hold the drafts'
+        # next-token logits after the prefill, and no token leads the block.
+        self._first = not self.joining
+        if self.joining:
+            self.leads = {i: {t: self.prompt_ids[t][i][-1] for t in self.terms}
+                          for i in self.rows}
         # Where the draft's guesses come from (see lookup.py): each row's own text, and with
         # lookup=True also the earlier texts of this composition.
         own = self.prompt_ids[self.draft_terms[0]]
@@ -90,7 +100,28 @@ class SpeculativeDecoder(Decoder):
     def _defers(self, key: str) -> bool:
         """The verifying models read the prompts together with the first drafted block: one
         forward instead of two, and the drafts need only the draft model's prefill."""
-        return not set(self.groups[key]) & set(self.draft_terms)
+        return not self.joining and not set(self.groups[key]) & set(self.draft_terms)
+
+    def _prefill(self, key: str, sequences: list[list[int]]) -> None:
+        if self.joining and any(len(ids) < 2 for t in self.terms for ids in self.prompt_ids[t]):
+            self.joining = False  # a one-token prompt has nothing to read before its lead
+        if not self.joining:
+            return super()._prefill(key, sequences)
+        # The logits stored only carry the row count; the first round reads the leads.
+        self._store(key, self.batches[key].prefill([ids[:-1] for ids in sequences]))
+
+    def can_merge(self, other) -> bool:
+        """Rows between two rounds merge: both decoders have run a round or joined, and
+        draft, lookup and forwards are the same."""
+        return (super().can_merge(other) and not self._first and not other._first
+                and other._learned is self._learned and other.lean == self.lean)
+
+    def merge(self, other) -> int:
+        offset = super().merge(other)
+        if self.texts is not None:
+            self.texts += other.texts
+        self.leads.update({offset + i: lead for i, lead in other.leads.items()})
+        return offset
 
     def composed_logprobs(self) -> torch.Tensor:
         for key in list(self.deferred):
@@ -120,8 +151,7 @@ class SpeculativeDecoder(Decoder):
         done = [len(self.assemblers[i].token_ids) for i in rows]
         room = min(self.budget[i] - d for i, d in zip(rows, done, strict=True))
         k = max(0, min(self.k, room - 1))  # never draft past a row's budget (or its context)
-        pending = None if self._first else torch.tensor(
-            [self.assemblers[i].token_ids[-1] for i in rows])[:, None]
+        pending = None if self._first else self._leads(rows)
         logits = {t: [] for t in self.terms}  # term -> [(rows, V)] at block positions 0, 1, ...
         fed = dict.fromkeys(self.groups, 0)
         started = time.perf_counter()
@@ -136,8 +166,7 @@ class SpeculativeDecoder(Decoder):
         drafted = time.perf_counter()  # the drafts reached the CPU: their forwards are done
         # Verify: every other model scores the pending token and the k drafts in one forward
         # (in the first round, after reading the prompt in the same forward).
-        block = drafts if pending is None else torch.cat([pending, drafts], dim=1)
-        self._forward(self.verify_keys, block, logits, fed)
+        self._forward(self.verify_keys, drafts, logits, fed, lead=pending)
 
         outcomes: list[list] = [[k, None] for _ in rows]  # per row: drafts kept, token after
         bonus_passed = 0
@@ -157,8 +186,10 @@ class SpeculativeDecoder(Decoder):
             # The last position: p and q after the last draft; drafting from q and judging
             # against p draws from p, and every position's randomness depends on it alone.
             if len(logits[self.draft_terms[0]]) <= k:  # (a guess may have read it already)
-                last = pending if k == 0 else drafts[:, k - 1 :]
-                self._forward(self.draft_keys, last, logits, fed)
+                if k == 0:
+                    self._forward(self.draft_keys, drafts, logits, fed, lead=pending)
+                else:
+                    self._forward(self.draft_keys, drafts[:, k - 1 :], logits, fed)
                 self.draft_forwards += 1
             tokens, q, generators = self._propose(logits, k, params, done)
             best, probs = self._target(logits, k + 1, params, first=k)
@@ -179,6 +210,7 @@ class SpeculativeDecoder(Decoder):
                     break
             deltas.append(_merge(row_deltas))
             self._remember(rows[r], deltas[-1])
+            self.leads.pop(rows[r], None)
         kept = torch.tensor([n for n, _ in outcomes]) + (pending is not None)
         for key, terms in self.groups.items():
             _keep_columns(self.batches[key], fed[key], kept.repeat(len(terms)))
@@ -213,9 +245,12 @@ class SpeculativeDecoder(Decoder):
         while len(proposals) < k:
             j = len(proposals)
             if j == known:  # position j's logits need a forward
-                last = pending if j == 0 else drafts[:, j - 1 : j]
                 guessed = self._guesses(drafts[:, :j], k - j)
-                self._forward(self.draft_keys, torch.cat([last, guessed], dim=1), logits, fed)
+                if j == 0:
+                    self._forward(self.draft_keys, guessed, logits, fed, lead=pending)
+                else:
+                    self._forward(self.draft_keys, torch.cat([drafts[:, j - 1 : j], guessed],
+                                                             dim=1), logits, fed)
                 self.draft_forwards += 1
                 known = j + 1
             proposals.append(self._propose(logits, j, params, done))
@@ -232,6 +267,13 @@ class SpeculativeDecoder(Decoder):
                     self._unread(guessed.shape[1], logits, fed, known)
                 return drafts[:, : j + 1], proposals
         return drafts, proposals
+
+    def _leads(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        """Per term, the token each row's block starts with: the row's last accepted token,
+        or in a joined row's first round, its prompt's last token in that term's template."""
+        return {t: torch.tensor([self.leads[i][t] if i in self.leads
+                                 else self.assemblers[i].token_ids[-1] for i in rows])
+                for t in self.terms}
 
     def _ends(self, index: int, token: int) -> bool:
         """Whether `token` ends row `index` (an end-of-sequence token it does not ignore)."""
@@ -269,8 +311,10 @@ class SpeculativeDecoder(Decoder):
         if delta.finish_reason is not None and self.history is not None:
             self.history.extend(own.tokens)
 
-    def _forward(self, keys, tokens: torch.Tensor, logits: dict, fed: dict) -> None:
-        """Append `tokens` (rows, t) to the models `keys`; collect each term's logits per column.
+    def _forward(self, keys, tokens: torch.Tensor, logits: dict, fed: dict,
+                 lead: dict | None = None) -> None:
+        """Append `tokens` (rows, t) to the models `keys`, after `lead` (term -> (rows,), the
+        round's leading tokens) if given; collect each term's logits per column.
 
         A model whose prefill was deferred reads its prompts and the tokens in one forward, and
         also gives the logits after the prompt (so one more column).
@@ -278,15 +322,17 @@ class SpeculativeDecoder(Decoder):
         for key in keys:
             terms = self.groups[key]
             rows = tokens.repeat(len(terms), 1)
+            if lead is not None:
+                rows = torch.cat([torch.cat([lead[t] for t in terms])[:, None], rows], dim=1)
             if key in self.deferred:
                 sequences = [p + r for p, r in zip(self.deferred.pop(key), rows.tolist(),
                                                    strict=True)]
-                out = self.batches[key].prefill(sequences, last=tokens.shape[1] + 1)
-            elif tokens.shape[1]:
+                out = self.batches[key].prefill(sequences, last=rows.shape[1] + 1)
+            elif rows.shape[1]:
                 out = self.batches[key].extend(rows)
             else:
                 continue
-            fed[key] += tokens.shape[1]
+            fed[key] += rows.shape[1]
             for t, block in zip(terms, out.chunk(len(terms)), strict=True):
                 logits[t].extend(block.unbind(1))
 

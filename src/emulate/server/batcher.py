@@ -9,9 +9,12 @@ Strategy: continuous batching by merging, with interleaving as the fallback.
 - Rows that cannot share a forward (another composition, or knobs that switch a term off, so the
   decoder runs other models) form their own cohort. Up to `max_cohorts` cohorts are stepped in
   turn, one token each; so a request never waits for another batch to finish.
-- A speculative request (`Job.speculative`) is decoded by a SpeculativeDecoder, which takes no
-  rows in once started (its rows sit at different places of their drafted blocks): speculative
-  requests queued together start a cohort of their own.
+- Speculative requests (`Job.speculative`) batch the same way. A SpeculativeDecoder's rows
+  advance by different numbers of tokens each round, so arrivals are prefilled as a *joining*
+  decoder: every prompt but its last token is read, and that token leads the row's first round,
+  as a running row's last accepted token leads its next. Between two rounds the joiners are in
+  the running rows' state and merge into them: one draft forward and one verify forward per
+  model serve the whole cohort.
 - Each row keeps its own SamplingParams (seed, temperature, stop, budget, weights), so requests
   with different settings share a batch, and a row's output does not depend on its batch-mates.
 
@@ -278,11 +281,10 @@ class Batcher:
                 and time.monotonic() - oldest < self.admit_wait)
 
     def _open_cohort(self, kind: tuple, rows: int) -> Cohort | None:
-        """A running cohort that `rows` rows of `kind` can join, if one has room. (Speculative
-        decoders take no one in: their rows are in different places of their blocks.)"""
+        """A running cohort that `rows` rows of `kind` can join, if one has room."""
         for cohort in self._cohorts:
             decoder = cohort.decoder
-            if (cohort.kind == kind and kind[2] is None and not decoder.done
+            if (cohort.kind == kind and not decoder.done
                     and len(cohort.live) + rows <= self.max_batch
                     and len(cohort.owners) < self.max_batch * LIFETIME):
                 return cohort
@@ -293,7 +295,8 @@ class Batcher:
         prompts = [p for job in jobs for p in job.prompts]
         params = [p for job in jobs for p in job.params]
         try:
-            decoder = await self.run(composition.decoder, prompts, params, jobs[0].speculative)
+            decoder = await self.run(composition.decoder, prompts, params, jobs[0].speculative,
+                                     target is not None)
         except Exception as exc:  # checked at submit, so unexpected: isolate the culprit
             if len(jobs) == 1:
                 jobs[0].fail(exc)
