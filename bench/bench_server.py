@@ -6,7 +6,10 @@ subprocess on a free 127.0.0.1 port, takes every prompt's greedy completion from
 as the reference, then runs phases of C concurrent streaming clients sharing R requests (C=1 is
 the one-at-a-time baseline), and one client again with speculative decoding
 (`emulate.speculative`): its median latency against the lockstep one-client phase of the same
-repeat.
+repeat. Then C concurrent speculative clients (`--speculative-clients`, default 16): their
+throughput against the one speculative client's, their median latency against the lockstep
+phase of as many clients in the same repeat (speculative rows join the running speculative
+batch between rounds, as lockstep rows join theirs between steps).
 Each response must end with `[DONE]`, carry a finish reason and equal its reference text, or it
 counts as lost or corrupted. Bounded: R requests per phase and a deadline per phase.
 Prints a table and writes bench/results/server.json.
@@ -245,8 +248,17 @@ async def run(url: str, args) -> dict:
         speculative = await phase(url, args, 1, args.baseline_requests, expected, True)
         speculative["latency_ratio"] = round(
             base["p50_latency_ms"] / speculative["p50_latency_ms"], 2)
-        rounds = [base, speculative] + [await phase(url, args, c, args.requests, expected)
-                                        for c in args.clients]
+        lockstep = {c: await phase(url, args, c, args.requests, expected)
+                    for c in sorted({*args.clients, *args.speculative_clients})}
+        crowds = []
+        for c in args.speculative_clients:
+            crowd = await phase(url, args, c, args.requests, expected, True)
+            crowd["speedup_vs_one_speculative_client"] = round(
+                crowd["throughput_rps"] / speculative["throughput_rps"], 2)
+            crowd["latency_vs_lockstep"] = round(
+                crowd["p50_latency_ms"] / lockstep[c]["p50_latency_ms"], 2)
+            crowds.append(crowd)
+        rounds = [base, speculative, *lockstep.values(), *crowds]
         for p in rounds:
             p["repeat"] = repeat
             p["speedup_vs_one_client"] = round(p["throughput_rps"] / base["throughput_rps"], 2)
@@ -254,19 +266,32 @@ async def run(url: str, args) -> dict:
     summary = {
         str(c): {
             "median_speedup": statistics.median(p["speedup_vs_one_client"] for p in phases
-                                                if p["clients"] == c),
+                                                if p["clients"] == c and not p["speculative"]),
             "lost_or_corrupted": sum(p["lost"] + p["corrupted"] for p in phases
-                                     if p["clients"] == c),
-            "errors": sum(p["errors"] for p in phases if p["clients"] == c),
+                                     if p["clients"] == c and not p["speculative"]),
+            "errors": sum(p["errors"] for p in phases
+                          if p["clients"] == c and not p["speculative"]),
         }
         for c in args.clients
     }
-    spec = [p for p in phases if p["speculative"]]
+    spec = [p for p in phases if p["speculative"] and p["clients"] == 1]
     summary["speculative, 1"] = {
         "median_latency_ratio": statistics.median(p["latency_ratio"] for p in spec),
         "lost_or_corrupted": sum(p["lost"] + p["corrupted"] for p in spec),
         "errors": sum(p["errors"] for p in spec),
     }
+    for c in args.speculative_clients:
+        crowd = [p for p in phases if p["speculative"] and p["clients"] == c]
+        summary[f"speculative, {c}"] = {
+            "median_speedup_vs_one_speculative_client": statistics.median(
+                p["speedup_vs_one_speculative_client"] for p in crowd),
+            "speedups": [p["speedup_vs_one_speculative_client"] for p in crowd],
+            "median_latency_vs_lockstep": statistics.median(
+                p["latency_vs_lockstep"] for p in crowd),
+            "latency_ratios": [p["latency_vs_lockstep"] for p in crowd],
+            "lost_or_corrupted": sum(p["lost"] + p["corrupted"] for p in crowd),
+            "errors": sum(p["errors"] for p in crowd),
+        }
     return {"expected_chars": {p: len(t) for p, t in expected.items()}, "phases": phases,
             "summary": summary}
 
@@ -283,6 +308,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--requests", type=int, default=200,
                         help="requests per phase (enough that ramp-up and tail are a small part)")
+    parser.add_argument("--speculative-clients", type=int, nargs="*", default=[16],
+                        help="concurrent speculative clients (each also run lockstep)")
     parser.add_argument("--baseline-requests", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=2,
                         help="rounds of (one client, then each concurrency), each with its own "
@@ -313,6 +340,14 @@ def main() -> None:
     report["settings"] = {k: v for k, v in vars(args).items() if k not in ("out", "server_pid")}
     print_table(report["phases"])
     for clients, figures in report["summary"].items():
+        if "median_speedup_vs_one_speculative_client" in figures:
+            print(f"{clients} clients: throughput "
+                  f"{figures['median_speedup_vs_one_speculative_client']:.2f}x one speculative "
+                  f"client's {figures['speedups']}, median latency "
+                  f"{figures['median_latency_vs_lockstep']:.2f}x the lockstep server's at the "
+                  f"same load {figures['latency_ratios']}, {figures['lost_or_corrupted']} lost "
+                  f"or corrupted, {figures['errors']} errors")
+            continue
         if "median_latency_ratio" in figures:
             print(f"one speculative client: median latency {figures['median_latency_ratio']:.2f}x "
                   f"lower than lockstep, {figures['lost_or_corrupted']} lost or corrupted "

@@ -68,9 +68,9 @@ def test_lookup_guesses_save_draft_forwards_and_change_nothing(upscaled, monkeyp
     many forwards the draft takes: greedy and sampled rows, batched, come out as without them,
     whether the guesses hit (a second run of the same prompts) or miss part-way (new seeds)."""
     missed = []
-    unread = SpeculativeDecoder._unread
-    monkeypatch.setattr(SpeculativeDecoder, "_unread",
-                        lambda self, n, *a: (missed.append(n), unread(self, n, *a)))
+    forget = SpeculativeDecoder._forget
+    monkeypatch.setattr(SpeculativeDecoder, "_forget",
+                        lambda self, counts: (missed.append(sum(counts)), forget(self, counts)))
     spec = {"draft": "large + 0.5*(chat - small)", "k": 4, "adaptive": False}
 
     def mixed(seed):

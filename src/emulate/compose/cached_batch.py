@@ -116,6 +116,15 @@ class CachedBatch:
         self.attention_mask = mask[:, first:]
         self.next_position = torch.cat([self.next_position, other.next_position])[order]
 
+    def forget(self, counts: torch.Tensor) -> None:
+        """Row r forgets its last counts[r] tokens (guesses read in vain by some rows only):
+        they become masked holes and give back their positions."""
+        real = self.attention_mask.bool()
+        from_end = real.flip(-1).cumsum(-1).flip(-1)
+        drop = real & (from_end <= counts.to(self.device)[:, None])
+        self.attention_mask = self.attention_mask.masked_fill(drop, 0)
+        self.next_position = self.next_position - drop.sum(-1)
+
     def rewind(self, n: int) -> None:
         """Forget the last `n` cached positions of every row (rejected speculative tokens)."""
         if n <= 0:

@@ -161,7 +161,7 @@ class SpeculativeDecoder(Decoder):
                 for t in self.groups[key]:
                     logits[t].append(self.logits[t])
         full = k
-        drafts, proposals = self._draft(k, pending, logits, fed, params, done)
+        drafts, proposals, known = self._draft(k, pending, logits, fed, params, done)
         k = drafts.shape[1]  # fewer if every row drafted its end
         drafted = time.perf_counter()  # the drafts reached the CPU: their forwards are done
         # Verify: every other model scores the pending token and the k drafts in one forward
@@ -185,12 +185,9 @@ class SpeculativeDecoder(Decoder):
         if any(y is None for _, y in outcomes):
             # The last position: p and q after the last draft; drafting from q and judging
             # against p draws from p, and every position's randomness depends on it alone.
-            if len(logits[self.draft_terms[0]]) <= k:  # (a guess may have read it already)
-                if k == 0:
-                    self._forward(self.draft_keys, drafts, logits, fed, lead=pending)
-                else:
-                    self._forward(self.draft_keys, drafts[:, k - 1 :], logits, fed)
-                self.draft_forwards += 1
+            lacking = [r for r, (_, y) in enumerate(outcomes) if y is None and known[r] <= k]
+            if lacking:  # (a row's guesses may have read it already)
+                self._read(k, lacking, [[] for _ in rows], pending, drafts, logits, fed)
             tokens, q, generators = self._propose(logits, k, params, done)
             best, probs = self._target(logits, k + 1, params, first=k)
             for r, outcome in enumerate(outcomes):
@@ -232,41 +229,61 @@ class SpeculativeDecoder(Decoder):
         return deltas
 
     def _draft(self, k: int, pending, logits: dict, fed: dict, params, done):
-        """Draft k tokens per row: (drafts (rows, k), proposals per position).
+        """Draft k tokens per row: (drafts (rows, k), proposals per position, known), known[r]
+        the block positions whose draft logits row r has.
 
-        Each draft forward reads the draft's last token (the round's pending token first) and
-        the guesses for the tokens after it; a guess every row then drafts itself saves the
-        next forward, and the first one missed is taken back out of the cache with the rest.
+        Rows advance independently. A draft forward reads, for each row whose next position's
+        logits are unknown, its last token (the round's lead first) and the guesses for the
+        tokens after it; the other rows read nothing. A row that drafts its guesses itself
+        needs no forward for those positions, whatever the others' guesses; a guess it does not
+        draft is forgotten by that row alone, with the ones after it. A row that drafted its
+        end reads nothing more, and drafting stops when every row has.
         """
-        rows = len(self.rows)
-        drafts, proposals = torch.zeros(rows, k, dtype=torch.long), []
-        known = 0 if pending is not None else 1  # block positions whose draft logits are known
-        guessed = torch.zeros(rows, 0, dtype=torch.long)  # read, not yet drafted
+        n = len(self.rows)
+        drafts, proposals = torch.zeros(n, k, dtype=torch.long), []
+        known = [0 if pending is not None else 1] * n
+        guessed: list[list[int]] = [[] for _ in range(n)]  # per row: read, not yet drafted
+        ended = [False] * n
         while len(proposals) < k:
             j = len(proposals)
-            if j == known:  # position j's logits need a forward
-                guessed = self._guesses(drafts[:, :j], k - j)
-                if j == 0:
-                    self._forward(self.draft_keys, guessed, logits, fed, lead=pending)
-                else:
-                    self._forward(self.draft_keys, torch.cat([drafts[:, j - 1 : j], guessed],
-                                                             dim=1), logits, fed)
-                self.draft_forwards += 1
-                known = j + 1
+            need = [r for r in range(n) if known[r] == j and not ended[r]]
+            if need:
+                guesses = self._guesses(drafts[:, :j], k - j, need)
+                self._read(j, need, guesses, pending, drafts, logits, fed)
+                for r in need:
+                    known[r], guessed[r] = j + 1, guesses[r]
             proposals.append(self._propose(logits, j, params, done))
             drafts[:, j] = proposals[-1][0]
-            if guessed.shape[1]:
-                if torch.equal(guessed[:, 0], drafts[:, j]):
-                    known, guessed = known + 1, guessed[:, 1:]
-                else:  # this guess and the ones after it were read in vain
-                    self._unread(guessed.shape[1], logits, fed, known)
-                    guessed = guessed[:, :0]
-            if all(self._ends(i, x) for i, x in zip(self.rows, drafts[:, j].tolist(),
-                                                      strict=True)):
-                if guessed.shape[1]:  # nothing after a row's end is needed
-                    self._unread(guessed.shape[1], logits, fed, known)
-                return drafts[:, : j + 1], proposals
-        return drafts, proposals
+            missed = [0] * n
+            for r, token in enumerate(drafts[:, j].tolist()):
+                ended[r] = ended[r] or self._ends(self.rows[r], token)
+                if guessed[r] and guessed[r][0] == token and not ended[r]:
+                    known[r], guessed[r] = known[r] + 1, guessed[r][1:]
+                elif guessed[r]:  # this guess and the ones after it were read in vain
+                    missed[r], guessed[r] = len(guessed[r]), []
+            if any(missed):
+                self._forget(missed)
+            if all(ended):
+                return drafts[:, : j + 1], proposals, known
+        return drafts, proposals, known
+
+    def _read(self, j: int, need: list[int], guesses, pending, drafts, logits, fed) -> None:
+        """One draft forward: each row in `need` reads its token before block position j (the
+        round's lead when j == 0) and its guesses, right-padded; its logits land at positions
+        j, j+1, ... The other rows read padding, which takes no place in their caches."""
+        width = 1 + max(len(guesses[r]) for r in need)
+        tokens = torch.zeros(len(self.rows), width, dtype=torch.long)
+        valid = torch.zeros(len(self.rows), width, dtype=torch.bool)
+        for r in need:
+            row = [0 if j == 0 else int(drafts[r, j - 1])] + guesses[r]
+            tokens[r, : len(row)] = torch.tensor(row)
+            valid[r, : len(row)] = True
+        if j == 0 and pending is not None:
+            self._forward(self.draft_keys, tokens[:, 1:], logits, fed, lead=pending,
+                          valid=valid, at=j)
+        else:
+            self._forward(self.draft_keys, tokens, logits, fed, valid=valid, at=j)
+        self.draft_forwards += 1
 
     def _leads(self, rows: list[int]) -> dict[str, torch.Tensor]:
         """Per term, the token each row's block starts with: the row's last accepted token,
@@ -279,28 +296,24 @@ class SpeculativeDecoder(Decoder):
         """Whether `token` ends row `index` (an end-of-sequence token it does not ignore)."""
         return token in self.composition.eos_token_ids and not self.params[index].ignore_eos
 
-    def _guesses(self, drafts: torch.Tensor, limit: int) -> torch.Tensor:
-        """(rows, m): the tokens each row's text suggests after its drafts so far, m the same
-        for every row (the shortest guess), 0 without lookup."""
+    def _guesses(self, drafts: torch.Tensor, limit: int, need: list[int]) -> list[list[int]]:
+        """Per row, up to `limit` tokens its text suggests after its drafts so far (rows in
+        `need` only; none without lookup)."""
+        found: list[list[int]] = [[] for _ in self.rows]
         if self.texts is None or limit <= 0:
-            return drafts[:, :0]
-        found = []
-        for i, row_drafts in zip(self.rows, drafts.tolist(), strict=True):
-            own = self.texts[i]
+            return found
+        for r in need:
+            own = self.texts[self.rows[r]]
             indexes = [own] if self.history is None else [own, self.history]
-            found.append(guess(indexes, own.tokens[-own.n_max :] + row_drafts, limit))
-            if not found[-1]:
-                return drafts[:, :0]
-        width = min(map(len, found))
-        return torch.tensor([g[:width] for g in found], dtype=torch.long)
+            found[r] = guess(indexes, own.tokens[-own.n_max :] + drafts[r].tolist(), limit)
+        return found
 
-    def _unread(self, n: int, logits: dict, fed: dict, known: int) -> None:
-        """Take the last n tokens the draft models read back out (a guess that missed)."""
+    def _forget(self, missed: list[int]) -> None:
+        """Row r's draft caches forget the last missed[r] tokens they read (guesses it did not
+        draft). Their logits stay behind, to be overwritten when the row reads again."""
+        counts = torch.tensor(missed)
         for key in self.draft_keys:
-            self.batches[key].rewind(n)
-            fed[key] -= n
-            for t in self.groups[key]:
-                del logits[t][known:]
+            self.batches[key].forget(counts.repeat(len(self.groups[key])))
 
     def _remember(self, index: int, delta: Delta) -> None:
         """Add a row's new tokens to its own text; a finished row's text joins the history."""
@@ -312,9 +325,12 @@ class SpeculativeDecoder(Decoder):
             self.history.extend(own.tokens)
 
     def _forward(self, keys, tokens: torch.Tensor, logits: dict, fed: dict,
-                 lead: dict | None = None) -> None:
+                 lead: dict | None = None, valid: torch.Tensor | None = None,
+                 at: int | None = None) -> None:
         """Append `tokens` (rows, t) to the models `keys`, after `lead` (term -> (rows,), the
-        round's leading tokens) if given; collect each term's logits per column.
+        round's leading tokens) if given; collect each term's logits per column: appended to
+        each term's list, or with `at`, written at positions at, at+1, ... for the rows whose
+        column is `valid` (rows, columns; the rest is padding).
 
         A model whose prefill was deferred reads its prompts and the tokens in one forward, and
         also gives the logits after the prompt (so one more column).
@@ -329,12 +345,21 @@ class SpeculativeDecoder(Decoder):
                                                    strict=True)]
                 out = self.batches[key].prefill(sequences, last=rows.shape[1] + 1)
             elif rows.shape[1]:
-                out = self.batches[key].extend(rows)
+                out = self.batches[key].extend(
+                    rows, None if valid is None else valid.repeat(len(terms), 1))
             else:
                 continue
             fed[key] += rows.shape[1]
             for t, block in zip(terms, out.chunk(len(terms)), strict=True):
-                logits[t].extend(block.unbind(1))
+                if at is None:
+                    logits[t].extend(block.unbind(1))
+                    continue
+                for c, column in enumerate(block.unbind(1)):
+                    mask = valid[:, c, None].to(column.device)
+                    if at + c < len(logits[t]):
+                        logits[t][at + c] = torch.where(mask, column, logits[t][at + c])
+                    else:
+                        logits[t].append(torch.where(mask, column, 0))
 
     def _propose(self, logits, j: int, params, done):
         """Draft block position j per row: (tokens, q per row, generator per row).
@@ -413,16 +438,18 @@ def _merge(deltas: list[Delta]) -> Delta:
 
 
 def _keep_columns(batch: CachedBatch, fed: int, keep: torch.Tensor) -> None:
-    """Of the last `fed` cached columns, row r keeps its first keep[r]; the rest become holes.
-
-    Holes are masked out and give back their positions; columns no row keeps are cropped.
+    """Of the tokens in the last `fed` cached columns, row r keeps its first keep[r]; the rest
+    become holes. Holes are masked out and give back their positions; trailing columns no row
+    keeps are cropped.
     """
     if fed == 0:
         return
-    keep = keep.clamp(max=fed).to(batch.attention_mask.device)
+    keep = keep.to(batch.attention_mask.device)
     mask = batch.attention_mask
-    drop = torch.arange(fed, device=mask.device)[None, :] >= keep[:, None]
     tail = mask[:, -fed:]
-    batch.next_position = batch.next_position - (tail.bool() & drop).sum(-1)
-    batch.attention_mask = torch.cat([mask[:, :-fed], tail.masked_fill(drop, 0)], dim=-1)
-    batch.rewind(fed - int(keep.max()))
+    drop = tail.bool() & (tail.cumsum(-1) > keep[:, None])
+    batch.next_position = batch.next_position - drop.sum(-1)
+    tail = tail.masked_fill(drop, 0)
+    batch.attention_mask = torch.cat([mask[:, :-fed], tail], dim=-1)
+    used = tail.any(dim=0).nonzero()
+    batch.rewind(fed - (int(used.max()) + 1 if len(used) else 0))
