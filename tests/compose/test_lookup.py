@@ -98,3 +98,37 @@ def test_lookup_guesses_save_draft_forwards_and_change_nothing(upscaled, monkeyp
     assert_same(plain[:2], own_only)
     with pytest.raises(GenerationParamsError, match="lookup"):
         run(upscaled, PROMPTS[:1], mixed(7)[:1], {"lookup": "everything"})
+
+
+def test_a_row_forgets_its_missed_guesses_alone():
+    """Padding and forgotten guesses take no place: each row's logits after them are those of
+    its real tokens read alone (the slow reference: one row, no padding, nothing forgotten)."""
+    import torch
+    from tiny_models import llama, make_tokenizer
+
+    from emulate.compose.cached_batch import CachedBatch
+    from emulate.compose.lean_llama import LeanLlama
+    from emulate.compose.speculative import _keep_columns
+
+    vocab = len(make_tokenizer())
+    model = llama(vocab, hidden=64, seed=5).double()
+    for forward in (model, LeanLlama.wrap(model)):
+        batch = CachedBatch(forward, vocab)
+        batch.prefill([[1, 5, 6], [1, 9]])
+        # row 0 reads three tokens, row 1 two and a pad; row 0 then forgets its last two
+        batch.extend(torch.tensor([[10, 11, 12], [13, 14, 0]]),
+                     torch.tensor([[1, 1, 1], [1, 1, 0]]))
+        batch.forget(torch.tensor([2, 0]))
+        second = batch.extend(torch.tensor([[16, 18], [17, 0]]), torch.tensor([[1, 1], [1, 0]]))
+        _keep_columns(batch, 5, torch.tensor([2, 1]))  # row 0 keeps 10, 16; row 1 keeps 13
+        third = batch.extend(torch.tensor([[20], [21]]))
+        assert batch.next_position.tolist() == [6, 4]
+        for row, (real, after) in enumerate((([1, 5, 6, 10], [16, 18]),
+                                             ([1, 9, 13, 14], [17]))):
+            alone = CachedBatch(forward, vocab)
+            alone.prefill([real])
+            expected = alone.extend(torch.tensor([after]))[0]
+            assert torch.allclose(second[row, : len(after)], expected, atol=1e-9, rtol=0)
+        for row, real in enumerate(([1, 5, 6, 10, 16, 20], [1, 9, 13, 21])):
+            alone = CachedBatch(forward, vocab)
+            assert torch.allclose(third[row, 0], alone.prefill([real])[0], atol=1e-9, rtol=0)
