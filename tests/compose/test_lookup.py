@@ -70,7 +70,8 @@ def test_lookup_guesses_save_draft_forwards_and_change_nothing(upscaled, monkeyp
     missed = []
     forget = SpeculativeDecoder._forget
     monkeypatch.setattr(SpeculativeDecoder, "_forget",
-                        lambda self, counts: (missed.append(sum(counts)), forget(self, counts)))
+                        lambda self, counts, fed: (missed.append(sum(counts)),
+                                                   forget(self, counts, fed)))
     spec = {"draft": "large + 0.5*(chat - small)", "k": 4, "adaptive": False}
 
     def mixed(seed):
@@ -121,6 +122,10 @@ def test_a_row_forgets_its_missed_guesses_alone():
         batch.forget(torch.tensor([2, 0]))
         second = batch.extend(torch.tensor([[16, 18], [17, 0]]), torch.tensor([[1, 1], [1, 0]]))
         _keep_columns(batch, 5, torch.tensor([2, 1]))  # row 0 keeps 10, 16; row 1 keeps 13
+        holes = batch.attention_mask.shape[1]
+        batch.compact(slack=0.0)  # each row's tokens packed together: 5 of 7 columns left
+        assert (holes, batch.attention_mask.shape[1]) == (7, 5)
+        assert batch.attention_mask.tolist() == [[1] * 5, [0, 0, 1, 1, 1]]
         third = batch.extend(torch.tensor([[20], [21]]))
         assert batch.next_position.tolist() == [6, 4]
         for row, (real, after) in enumerate((([1, 5, 6, 10], [16, 18]),

@@ -125,6 +125,32 @@ class CachedBatch:
         self.attention_mask = self.attention_mask.masked_fill(drop, 0)
         self.next_position = self.next_position - drop.sum(-1)
 
+    def compact(self, slack: float = 0.25) -> None:
+        """Pack each row's tokens together once holes are more than `slack` of the columns:
+        holes move to the left as padding and columns no row uses are dropped. Positions are
+        already in the cached keys, so no logits change; attention just reads fewer columns.
+        Plain dynamic caches only (others are left as they are)."""
+        mask = self.attention_mask.bool()
+        width = int(mask.sum(-1).max())
+        if width >= (1 - slack) * mask.shape[1]:
+            return
+        if any(type(layer) is not DynamicLayer for layer in self.cache.layers):
+            return
+        order = torch.sort(mask.to(torch.int8), dim=-1, stable=True).indices[:, -width:]
+
+        def packed(tensor: torch.Tensor) -> torch.Tensor:  # (rows, heads, columns, dim)
+            index = order.to(tensor.device)[:, None, :, None]
+            return tensor.gather(2, index.expand(-1, tensor.shape[1], -1, tensor.shape[3]))
+
+        self.cache = DynamicCache(ddp_cache_data=[(packed(layer.keys), packed(layer.values))
+                                                  for layer in self.cache.layers])
+        self.attention_mask = self.attention_mask.gather(1, order)
+
+    def trailing_holes(self, limit: int) -> int:
+        """How many of the last `limit` columns no row uses."""
+        used = self.attention_mask[:, -limit:].any(dim=0).nonzero() if limit else []
+        return limit - (int(used.max()) + 1 if len(used) else 0)
+
     def rewind(self, n: int) -> None:
         """Forget the last `n` cached positions of every row (rejected speculative tokens)."""
         if n <= 0:

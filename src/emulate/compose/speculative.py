@@ -211,6 +211,7 @@ class SpeculativeDecoder(Decoder):
         kept = torch.tensor([n for n, _ in outcomes]) + (pending is not None)
         for key, terms in self.groups.items():
             _keep_columns(self.batches[key], fed[key], kept.repeat(len(terms)))
+            self.batches[key].compact()  # rows that kept different numbers leave holes
         for t in self.terms:  # from now on only their row count matters (_retire slices them)
             self.logits[t] = logits[t][0]
         if self.adaptive and k == full == self.k:  # (a round cut short is no evidence)
@@ -233,9 +234,9 @@ class SpeculativeDecoder(Decoder):
         the block positions whose draft logits row r has.
 
         Rows advance independently. A draft forward reads, for each row whose next position's
-        logits are unknown, its last token (the round's lead first) and the guesses for the
-        tokens after it; the other rows read nothing. A row that drafts its guesses itself
-        needs no forward for those positions, whatever the others' guesses; a guess it does not
+        logits are unknown, its last token (the round's lead first) and, where every such row
+        has one, its own guess of the tokens after it; the other rows read nothing. A row that
+        drafts its guesses itself needs no forward for those positions; a guess it does not
         draft is forgotten by that row alone, with the ones after it. A row that drafted its
         end reads nothing more, and drafting stops when every row has.
         """
@@ -249,6 +250,10 @@ class SpeculativeDecoder(Decoder):
             need = [r for r in range(n) if known[r] == j and not ended[r]]
             if need:
                 guesses = self._guesses(drafts[:, :j], k - j, need)
+                if not all(guesses[r] for r in need):
+                    # A row without a guess will need the next forward anyway: guesses would
+                    # only widen this one. (Each row reads its own guess, however long.)
+                    guesses = [[] for _ in range(n)]
                 self._read(j, need, guesses, pending, drafts, logits, fed)
                 for r in need:
                     known[r], guessed[r] = j + 1, guesses[r]
@@ -262,7 +267,7 @@ class SpeculativeDecoder(Decoder):
                 elif guessed[r]:  # this guess and the ones after it were read in vain
                     missed[r], guessed[r] = len(guessed[r]), []
             if any(missed):
-                self._forget(missed)
+                self._forget(missed, fed)
             if all(ended):
                 return drafts[:, : j + 1], proposals, known
         return drafts, proposals, known
@@ -308,12 +313,17 @@ class SpeculativeDecoder(Decoder):
             found[r] = guess(indexes, own.tokens[-own.n_max :] + drafts[r].tolist(), limit)
         return found
 
-    def _forget(self, missed: list[int]) -> None:
+    def _forget(self, missed: list[int], fed: dict) -> None:
         """Row r's draft caches forget the last missed[r] tokens they read (guesses it did not
-        draft). Their logits stay behind, to be overwritten when the row reads again."""
+        draft); trailing columns no row uses go. Their logits stay behind, to be overwritten
+        when the row reads again."""
         counts = torch.tensor(missed)
         for key in self.draft_keys:
-            self.batches[key].forget(counts.repeat(len(self.groups[key])))
+            batch = self.batches[key]
+            batch.forget(counts.repeat(len(self.groups[key])))
+            unused = batch.trailing_holes(fed[key])
+            batch.rewind(unused)
+            fed[key] -= unused
 
     def _remember(self, index: int, delta: Delta) -> None:
         """Add a row's new tokens to its own text; a finished row's text joins the history."""
@@ -449,7 +459,5 @@ def _keep_columns(batch: CachedBatch, fed: int, keep: torch.Tensor) -> None:
     tail = mask[:, -fed:]
     drop = tail.bool() & (tail.cumsum(-1) > keep[:, None])
     batch.next_position = batch.next_position - drop.sum(-1)
-    tail = tail.masked_fill(drop, 0)
-    batch.attention_mask = torch.cat([mask[:, :-fed], tail], dim=-1)
-    used = tail.any(dim=0).nonzero()
-    batch.rewind(fed - (int(used.max()) + 1 if len(used) else 0))
+    batch.attention_mask = torch.cat([mask[:, :-fed], tail.masked_fill(drop, 0)], dim=-1)
+    batch.rewind(batch.trailing_holes(fed))
