@@ -114,13 +114,16 @@ def test_speculative_requests_join_the_running_speculative_cohort(compositions):
         first = job("eft", PROMPTS[:2], [params(1, n=12), params(2, n=9, temperature=0)],
                     speculative=SPEC)
         await batcher.submit(first)
-        await step_all(batcher)
+        await batcher._admit()
         joiners = [job("eft", [PROMPTS[2]], [params(3, n=10, temperature=0)], speculative=SPEC),
                    job("eft", [PROMPTS[4], PROMPTS[5]], [params(4, n=7), params(5, n=11)],
                        speculative=SPEC)]
         for j in joiners:
             await batcher.submit(j)
-        await step_all(batcher)
+        await batcher._admit()  # before its first round the cohort takes no one in: they wait
+        assert batcher.metrics()["cohorts"] == 1 and batcher.metrics()["queued_rows"] == 3
+        await step_all(batcher)  # its first round; they join at the next admission
+        await batcher._admit()
         assert batcher.stats["merges"] == 1 and batcher.metrics()["cohorts"] == 1
         assert batcher.metrics()["active_rows"] == 5
         later = job("eft", [PROMPTS[3]], [params(6, n=8)], speculative=SPEC)

@@ -104,6 +104,11 @@ class Decoder:
         if index in self.rows:
             self._cancelled.add(index)
 
+    @property
+    def takes_rows(self) -> bool:
+        """Whether rows can merge in now (a decoder of another kind may first need a step)."""
+        return bool(self.rows) and not self.deferred
+
     def can_merge(self, other: Decoder) -> bool:
         """Whether `merge(other)` may run: decoders of one kind, composition and terms, with
         nothing deferred (a deferred prompt has no cache to merge yet)."""

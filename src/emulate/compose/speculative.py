@@ -110,10 +110,15 @@ class SpeculativeDecoder(Decoder):
         # The logits stored only carry the row count; the first round reads the leads.
         self._store(key, self.batches[key].prefill([ids[:-1] for ids in sequences]))
 
+    @property
+    def takes_rows(self) -> bool:
+        """Rows join between two rounds, so not before the first."""
+        return super().takes_rows and not self._first
+
     def can_merge(self, other) -> bool:
         """Rows between two rounds merge: both decoders have run a round or joined, and
         draft, lookup and forwards are the same."""
-        return (super().can_merge(other) and not self._first and not other._first
+        return (super().can_merge(other) and self.takes_rows and not other._first
                 and other._learned is self._learned and other.lean == self.lean)
 
     def merge(self, other) -> int:

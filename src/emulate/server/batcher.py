@@ -254,8 +254,9 @@ class Batcher:
             if target is None and len(self._cohorts) >= self.max_cohorts:
                 blocked.add(kind)
                 continue
-            if target is not None and self._gathering(kind, target):
-                blocked.add(kind)
+            if target is not None and (not target.decoder.takes_rows
+                                       or self._gathering(kind, target)):
+                blocked.add(kind)  # they join once it can take them in, or once gathered
                 continue
             room = self.max_batch - (len(target.live) if target else 0)
             taken, rows = [], 0
