@@ -1,6 +1,7 @@
 """The FoMo-in-Flux bar on a built continual world, at one seed: the `compare` of finetune, lora,
 ewc, ema-merge, zs-merge and joint (timed), then fine-tuning without replay, then (with
---extra, alone) the reported comparisons: DoRA and VeRA, the meta schedule, two orderings.
+--extra, alone) the reported comparisons: DoRA and VeRA, the meta schedule, fine-tuning and
+EMA-merge without pretraining replay (mix 0,0.5,0.5), two orderings.
 
     PYTHONPATH=src python bench/continual_bars.py --world DIR --seed 0 --out bench-out/seed0
 """
@@ -84,7 +85,8 @@ def bars(r: dict, noreplay: dict) -> list[tuple[str, float, bool]]:
 
 def extras(world: Path, out: Path, opts: dict) -> dict:
     """The reported comparisons: DoRA and VeRA (LoRA and full fine-tuning are in the bar run),
-    the meta schedule, and two orderings besides random."""
+    the meta schedule, fine-tuning against EMA-merge without pretraining replay, and two
+    orderings besides random."""
     report = {}
     r = compare_methods(world, ["dora", "vera"], out / "peft", False, **opts)
     report["methods"] = {
@@ -93,6 +95,15 @@ def extras(world: Path, out: Path, opts: dict) -> dict:
     report["meta"] = compare_methods(
         world, ["finetune"], out / "meta", False, **{**opts, "schedule": "meta"}
     )["finetune"]["final"]
+    # where the world offers something to forget: no pretraining replay, buffer kept
+    r = compare_methods(
+        world,
+        ["finetune", "ema-merge"],
+        out / "no-pretraining-replay",
+        False,
+        **{**opts, "mix": "0,0.5,0.5"},
+    )
+    report["mix 0,0.5,0.5"] = {m: x["final"] for m, x in r.items()}
     report["orderings"] = {}
     for ordering in ("frequency", "similarity"):
         r = compare_methods(

@@ -78,3 +78,30 @@ def test_zs_merge_restarts_from_the_original(continual_data):
 def test_unknown_method():
     with pytest.raises(MethodError, match="unknown method 'sgd'"):
         make_strategy("sgd")
+
+
+def test_ema_merge_trains_on_from_the_running_merge(continual_data):
+    world, _ = continual_data
+    key = "visual_projection.weight"
+    for rule in ("interpolation", "task-arithmetic"):  # the same for EMA: start = the merge
+        model = world.clip().model
+        ema = make_strategy("ema-merge", rule, 0.5)
+        ema.prepare(model)
+        original = model.state_dict()[key].clone()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        ema.task_end(model, 0, None)
+        assert torch.allclose(model.state_dict()[key], original + 0.5)
+        assert ema.eval_model(model) is model
+
+
+def test_merging_methods_hold_their_copies_off_the_accelerator(continual_data):
+    world, _ = continual_data
+    model = world.clip().model
+    for name in ("ema-merge", "zs-merge", "ft-merge"):
+        strategy = make_strategy(name)
+        strategy.prepare(model)
+        held = [v for state in (strategy.merged, strategy.original) for v in state.values()]
+        assert held and all(v.device.type == "cpu" for v in held)
+        assert strategy.extra_state_bytes(model) == 0  # no memory beside fine-tuning's

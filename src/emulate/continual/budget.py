@@ -3,8 +3,9 @@
 A step's FLOPs (forward, loss, penalty and backward) are counted with torch's
 ``FlopCounterMode``. Its memory is the CUDA allocator's peak on a GPU; on a CPU, where no peak
 can be read, it is a deterministic count: every parameter, plus a gradient and two AdamW moments
-per trainable parameter, plus the method's own state (anchors, importances), plus the bytes the
-autograd graph saves for backward (``saved_tensors_hooks``, parameters not counted twice).
+per trainable parameter, plus the method's own state on the accelerator (EWC's anchors and
+Fisher, SI's importances; a merge's copies live in host memory and count nothing), plus the bytes
+the autograd graph saves for backward (``saved_tensors_hooks``, parameters not counted twice).
 MAFs = FLOPs x memory / full fine-tuning's memory. Every method gets full fine-tuning's
 per-task MAFs; per-task extras (EWC's Fisher pass) come out of it first.
 """

@@ -44,7 +44,8 @@ class Strategy:
         return 0
 
     def extra_state_bytes(self, model: torch.nn.Module) -> int:
-        """Memory the method holds beyond the model and optimiser (anchors, importances)."""
+        """Accelerator memory the method holds beyond the model and optimiser (anchors,
+        importances); what it keeps in host memory between tasks costs nothing here."""
         return 0
 
 

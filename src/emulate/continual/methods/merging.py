@@ -7,6 +7,14 @@ EMA-merge trains from the running merge and merges every task into it (the merge
 measured and the next start); ZS-merge starts every task from the original weights and measures
 the running merge; FT-merge trains on like fine-tuning and measures a merge of the latest
 weights with the original ones.
+
+Each method holds only the copies of the weights it needs (EMA-merge the running merge, which is
+also every task's start, so both rules coincide for it; ZS-merge the original weights and the
+running merge; FT-merge the original), and holds them in host memory, as the paper's reference
+code does: a merge happens once per task, so its copies never sit on the accelerator during a
+step, and the budget charges merging methods no memory beyond fine-tuning's. Their steps are
+fine-tuning's; the merge itself is a few element-wise operations per weight, nothing beside a
+step's FLOPs.
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ def merge(merged: dict, new: dict, start: dict, rule: str, weight: float) -> dic
 
 
 def _state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """A copy of the weights in host memory."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 class _Merging(Strategy):
@@ -47,16 +56,7 @@ class _Merging(Strategy):
         self.rule, self.weight = rule, weight
         self.original: dict = {}
         self.merged: dict = {}
-        self.task_start: dict = {}
         self.shadow: torch.nn.Module | None = None
-
-    def prepare(self, model):
-        self.original = _state(model)
-        self.merged = _state(model)
-        return model
-
-    def task_begin(self, model, task: int) -> None:
-        self.task_start = _state(model)
 
     def _evaluated(self, model, state: dict) -> torch.nn.Module:
         if self.shadow is None:
@@ -64,27 +64,33 @@ class _Merging(Strategy):
         self.shadow.load_state_dict(state)
         return self.shadow.eval()
 
-    def extra_state_bytes(self, model) -> int:
-        return 2 * sum(v.numel() * v.element_size() for v in model.state_dict().values())
-
 
 class EMAMerge(_Merging):
     name = "ema-merge"
 
+    def prepare(self, model):
+        self.merged = _state(model)
+        return model
+
     def task_end(self, model, task, batches) -> None:
-        self.merged = merge(self.merged, _state(model), self.task_start, self.rule, self.weight)
+        # every task starts from the running merge, so it is also the task vector's base
+        self.merged = merge(self.merged, _state(model), self.merged, self.rule, self.weight)
         model.load_state_dict(self.merged)
 
 
 class ZSMerge(_Merging):
     name = "zs-merge"
 
+    def prepare(self, model):
+        self.original = _state(model)
+        self.merged = _state(model)
+        return model
+
     def task_begin(self, model, task: int) -> None:
         model.load_state_dict(self.original)
-        self.task_start = self.original
 
     def task_end(self, model, task, batches) -> None:
-        self.merged = merge(self.merged, _state(model), self.task_start, self.rule, self.weight)
+        self.merged = merge(self.merged, _state(model), self.original, self.rule, self.weight)
 
     def eval_model(self, model):
         return self._evaluated(model, self.merged)
@@ -92,6 +98,10 @@ class ZSMerge(_Merging):
 
 class FTMerge(_Merging):
     name = "ft-merge"
+
+    def prepare(self, model):
+        self.original = _state(model)
+        return model
 
     def eval_model(self, model):
         return self._evaluated(
