@@ -239,11 +239,11 @@ class SpeculativeDecoder(Decoder):
         the block positions whose draft logits row r has.
 
         Rows advance independently. A draft forward reads, for each row whose next position's
-        logits are unknown, its last token (the round's lead first) and, where every such row
-        has one, its own guess of the tokens after it; the other rows read nothing. A row that
-        drafts its guesses itself needs no forward for those positions; a guess it does not
-        draft is forgotten by that row alone, with the ones after it. A row that drafted its
-        end reads nothing more, and drafting stops when every row has.
+        logits are unknown, its last token (the round's lead first) and its own guess of the
+        tokens after it, as far as every such row has one; the other rows read nothing. A row
+        that drafts its guesses itself needs no forward for those positions; a guess it does
+        not draft is forgotten by that row alone, with the ones after it. A row that drafted
+        its end reads nothing more, and drafting stops when every row has.
         """
         n = len(self.rows)
         drafts, proposals = torch.zeros(n, k, dtype=torch.long), []
@@ -255,10 +255,10 @@ class SpeculativeDecoder(Decoder):
             need = [r for r in range(n) if known[r] == j and not ended[r]]
             if need:
                 guesses = self._guesses(drafts[:, :j], k - j, need)
-                if not all(guesses[r] for r in need):
-                    # A row without a guess will need the next forward anyway: guesses would
-                    # only widen this one. (Each row reads its own guess, however long.)
-                    guesses = [[] for _ in range(n)]
+                # Positions past the shortest guess will need a forward anyway: reading more
+                # would only widen this one. (A guess that misses is forgotten by its row alone.)
+                width = min(len(guesses[r]) for r in need)
+                guesses = [g[:width] for g in guesses]
                 self._read(j, need, guesses, pending, drafts, logits, fed)
                 for r in need:
                     known[r], guessed[r] = j + 1, guesses[r]
