@@ -86,3 +86,16 @@ def test_ablation_trains_and_evaluates_each_variant_then_caches(micro_vision, mo
     monkeypatch.setattr(ablation, "run_jobs", lambda *a, **k: pytest.fail("ran again"))
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and json.loads(again.stdout.splitlines()[-1]) == table
+
+
+def test_every_chain_reply_fits_in_one_generated_turn(micro_vision):
+    from transformers import AutoProcessor
+
+    from emulate.vision.adapters import MAX_NEW_TOKENS
+    from emulate.vision.dataset import load_chains
+
+    tokenizer = AutoProcessor.from_pretrained(micro_vision / "tools").tokenizer
+    replies = [m["content"][0]["text"] for chain in load_chains(micro_vision / "chains")["messages"]
+               for m in chain if m["role"] == "assistant"]
+    longest = max(len(tokenizer.encode(r, add_special_tokens=False)) for r in replies)
+    assert longest <= MAX_NEW_TOKENS

@@ -4,7 +4,7 @@ The variants ``focus_area``, ``zoom_in`` and ``reuse`` are trained from the alig
 built members (``ablation/<variant>/``); ``all`` is the built ``tools`` member. Training and
 evaluation share one pool of workers: each variant is evaluated as soon as it is trained, and
 ``all`` at once, so both cores stay busy. The result is cached in ``ablation.json``, keyed by the
-world's key and ``n``.
+world's key, ``n`` and the evaluation code; trained variants are kept while the world's key holds.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from emulate.common.cache import build_key
 from emulate.vision.build import SIZES, load_world, train_member
 from emulate.vision.dataset import VARIANTS
 from emulate.vision.workers import build_workers, run_jobs
+
+EVALUATION_CODE = ("tools.py", "runtime.py", "adapters.py", "evaluate.py", "ablation.py")
 
 
 def ablation(world: Path, n: int | None = None, workers: int | None = None,
@@ -23,19 +26,23 @@ def ablation(world: Path, n: int | None = None, workers: int | None = None,
     from emulate.common.progress import TrainingBars
 
     manifest = load_world(world)
-    cache = world / "ablation.json"
+    cache, key = world / "ablation.json", result_key(manifest, n)
     if cache.exists():
         saved = json.loads(cache.read_text())
-        if saved.get("key") == manifest["key"] and saved.get("n") == n:
+        if saved.get("key") == key:
             return saved["result"]
     size, seed = manifest["size"], manifest["seed"]
     n_eval = n or SIZES[size].eval_questions
-    paths = {v: world / "ablation" / v for v in VARIANTS if v != "all"}
-    paths["all"] = world / "tools"
+    trained = {v: world / "ablation" / v for v in VARIANTS if v != "all"}
+    paths = trained | {"all": world / "tools"}
 
     def evaluation(variant: str) -> dict:
         return {("eval", variant): (evaluate_variant, (paths[variant], seed, n_eval, variant))}
 
+    trained_for = world / "ablation" / "world-key"
+    if trained_for.exists() and trained_for.read_text() != manifest["key"]:
+        for path in trained.values():
+            (path / "config.json").unlink(missing_ok=True)  # trained on another build
     jobs = {}
     for variant, path in paths.items():
         if (path / "config.json").exists():
@@ -50,9 +57,16 @@ def ablation(world: Path, n: int | None = None, workers: int | None = None,
     bars = TrainingBars(progress)
     with bars:
         done = run_jobs(jobs, bars.event, workers or build_workers(), follow)
+    trained_for.write_text(manifest["key"])
     result = {v: done[("eval", v)] for v in VARIANTS}
-    cache.write_text(json.dumps({"key": manifest["key"], "n": n, "result": result}))
+    cache.write_text(json.dumps({"key": key, "n": n, "result": result}))
     return result
+
+
+def result_key(manifest: dict, n: int | None) -> str:
+    """A new build, another ``n`` or a change to the evaluation code measures again."""
+    here = Path(__file__).parent
+    return build_key({"world": manifest["key"], "n": n}, [here / f for f in EVALUATION_CODE])
 
 
 def evaluate_variant(path: Path, seed: int, n: int, variant: str, report) -> dict:
