@@ -69,3 +69,33 @@ def test_bad_input_is_one_clear_error(micro_vision, tmp_path, case):
 def test_a_directory_without_a_world_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["vision", "eval", "--world", str(tmp_path), "--json"])
     assert result.exit_code == 2 and "no built vision world" in " ".join(result.output.split())
+
+
+def test_ablation_trains_and_evaluates_each_variant_then_caches(micro_vision, monkeypatch):
+    args = ["vision", "ablate", "--world", str(micro_vision), "--json", "--n", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.stdout.splitlines()[-1])
+    assert list(table) == ["focus_area", "zoom_in", "reuse", "all"]
+    assert all(set(table[v]["fine"]) == KEYS and table[v]["coarse"]["n"] == 1 for v in table)
+    assert (micro_vision / "ablation" / "reuse" / "config.json").exists()
+    assert (micro_vision / "ablation.png").exists()
+
+    import emulate.vision.ablation as ablation
+
+    monkeypatch.setattr(ablation, "run_jobs", lambda *a, **k: pytest.fail("ran again"))
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and json.loads(again.stdout.splitlines()[-1]) == table
+
+
+def test_every_chain_reply_fits_in_one_generated_turn(micro_vision):
+    from transformers import AutoProcessor
+
+    from emulate.vision.adapters import MAX_NEW_TOKENS
+    from emulate.vision.dataset import load_chains
+
+    tokenizer = AutoProcessor.from_pretrained(micro_vision / "tools").tokenizer
+    replies = [m["content"][0]["text"] for chain in load_chains(micro_vision / "chains")["messages"]
+               for m in chain if m["role"] == "assistant"]
+    longest = max(len(tokenizer.encode(r, add_special_tokens=False)) for r in replies)
+    assert longest <= MAX_NEW_TOKENS

@@ -35,7 +35,7 @@ class TrainingBars:
         return (self.progress or nullcontext()).__exit__(*exc)
 
     def event(self, event: tuple) -> None:
-        """("add", member, steps) or ("step", member, step, loss), from any training process."""
+        """("add", name, steps) or ("step", name, step, loss or None), from any process."""
         if self.progress is None:
             return
         if event[0] == "add":
@@ -43,4 +43,5 @@ class TrainingBars:
             self.tasks[member] = self.progress.add_task(member, total=total, loss="-")
         else:
             _, member, step, loss = event
-            self.progress.update(self.tasks[member], completed=step, loss=f"{loss:.3f}")
+            shown = "-" if loss is None else f"{loss:.3f}"
+            self.progress.update(self.tasks[member], completed=step, loss=shown)

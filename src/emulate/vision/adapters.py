@@ -17,6 +17,9 @@ from emulate.common.errors import EmulateError
 from emulate.vision.tools import SCALE, ToolCall
 
 STOP_STRINGS = ["</tool_call>", "</answer>"]
+# Room for a whole turn: the longest chain reply (a recovery call) is 51 tokens here, and a
+# reply cut short reads as a malformed call. Generation stops at the closing tag anyway.
+MAX_NEW_TOKENS = 96
 PIXEL_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 
@@ -27,7 +30,7 @@ class ModelLoadError(EmulateError, ValueError):
 class Adapter:
     """``adapter(messages, observations) -> reply``, for ``runtime.run``."""
 
-    def __init__(self, model, processor, max_new_tokens: int = 48):
+    def __init__(self, model, processor, max_new_tokens: int = MAX_NEW_TOKENS):
         self.model = model.eval()
         self.processor = processor
         self.max_new_tokens = max_new_tokens

@@ -3,14 +3,12 @@
 ``build_world`` writes the verified chains (``chains/``), the aligned model (``aligned/``) and
 the members ``direct`` and ``tools`` (each a normal checkpoint with its processor). A manifest
 holds a key hashing the arguments and the code, so a second build with the same arguments trains
-nothing. The members' SFT runs in two processes when two cores are there (one thread each).
+nothing. The members' SFT runs in two processes when two cores are there (``workers.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from emulate.common.cache import build_key, is_built, read_manifest, world_dir, 
 from emulate.common.errors import EmulateError
 from emulate.common.progress import TrainingBars
 from emulate.vision.model import VLMShape
+from emulate.vision.workers import run_jobs
 
 MEMBERS = ("direct", "tools")
 _CODE = (
@@ -118,7 +117,7 @@ def build_world(out: str | Path | None, size: str = "default", seed: int = 0,
     return out
 
 
-def train_member(out: Path, member: str, size: str, seed: int, report, target: Path) -> float:
+def train_member(out: Path, member: str, size: str, seed: int, target: Path, report) -> float:
     """SFT of one member (``direct`` or a tool variant) from the aligned model."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
@@ -137,40 +136,17 @@ def train_member(out: Path, member: str, size: str, seed: int, report, target: P
     return loss
 
 
-def train_members(out: Path, members, spec_or_size, seed: int, report, workers: int,
-                  targets: dict | None = None) -> dict:
+def train_members(out: Path, members, spec_or_size, seed: int, report, workers: int) -> dict:
     """Train members, two at a time in spawned processes when ``workers`` allows."""
     size = read_size(spec_or_size)
-    targets = targets or {m: out / m for m in members}
-    jobs = [(out, m, size, seed, targets[m]) for m in members]
-    if workers < 2 or not _can_spawn():
-        return {j[1]: train_member(*j[:4], report, j[4]) for j in jobs}
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, wait
-
-    context = mp.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(
-        min(workers, len(jobs)), mp_context=context, initializer=_worker_setup
-    ) as pool:
-        events = manager.Queue()
-        futures = {j[1]: pool.submit(train_member, *j[:4], events.put, j[4]) for j in jobs}
-        while not all(f.done() for f in futures.values()):
-            wait(list(futures.values()), timeout=0.2)
-            while not events.empty():
-                report(events.get())
-        while not events.empty():
-            report(events.get())
-        return {m: f.result() for m, f in futures.items()}
+    jobs = {m: (train_member, (out, m, size, seed, out / m)) for m in members}
+    return run_jobs(jobs, report, workers)
 
 
 def read_size(spec_or_size) -> str:
     if isinstance(spec_or_size, str):
         return spec_or_size
     return next(name for name, spec in SIZES.items() if spec == spec_or_size)
-
-
-def build_workers() -> int:
-    return min(2, os.cpu_count() or 1)
 
 
 def _processor():
@@ -184,16 +160,3 @@ def _save(model, processor, target: Path) -> None:
     model.save_pretrained(target)
     processor.save_pretrained(target)
     (target / "emulate.json").write_text(json.dumps({"kind": "vision-member"}))
-
-
-def _worker_setup() -> None:
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
-    torch.set_num_threads(1)
-
-
-def _can_spawn() -> bool:
-    main = getattr(sys.modules.get("__main__"), "__file__", None)
-    return main is None or Path(main).exists()

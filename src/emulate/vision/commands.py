@@ -47,7 +47,8 @@ def build(
     seed: Annotated[int, typer.Option("--seed", help="Seed of scenes, chains, training.")] = 0,
 ) -> None:
     """Synthesize verified chains, align a small VLM, train the direct and tools members."""
-    from emulate.vision.build import build_workers, build_world, load_world
+    from emulate.vision.build import build_world, load_world
+    from emulate.vision.workers import build_workers
 
     quiet_transformers()
     started = time.time()
@@ -114,7 +115,8 @@ def ablate(
     n: Annotated[int | None, typer.Option("--n", help="Held-out questions per kind.")] = None,
 ) -> None:
     """Train one member per tool variant (focus_area, zoom_in, reuse, all); compare them."""
-    from emulate.vision.report import ablation, ablation_plot, table
+    from emulate.vision.ablation import ablation, ablation_plot
+    from emulate.vision.report import table
 
     quiet_transformers()
     try:
@@ -170,8 +172,9 @@ def demo(
     n: Annotated[int, typer.Option("--n", help="Held-out questions per kind.")] = 60,
 ) -> None:
     """The table of members and modes, and one trace drawn as a picture."""
-    from emulate.vision.build import build_workers, build_world, default_dir
+    from emulate.vision.build import build_world, default_dir
     from emulate.vision.report import demo_rows, draw_demo_trace, table
+    from emulate.vision.workers import build_workers
 
     quiet_transformers()
     try:

@@ -1,4 +1,4 @@
-"""What the commands show: member evaluation, the ablation, answering one image, the demo."""
+"""What the commands show: member evaluation, answering one image, the demo."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from emulate.common.errors import EmulateError
-from emulate.vision.build import SIZES, build_workers, load_world, train_members
-from emulate.vision.dataset import VARIANTS
+from emulate.vision.build import SIZES, load_world
 from emulate.vision.evaluate import MODES, evaluate
 
 MAX_SIDE = 4096
@@ -59,58 +58,6 @@ def evaluate_member(world: Path, member: str, mode: str, n: int | None = None) -
     n = n or SIZES[manifest["size"]].eval_questions
     model = adapter(world / member)
     return evaluate(model, manifest["seed"], n, mode, to_normalized=model.to_normalized)
-
-
-def ablation(world: Path, n: int | None = None) -> dict:
-    """One member per variant (``all`` is the built ``tools`` member), cached in the world."""
-    manifest = load_world(world)
-    cache = world / "ablation.json"
-    if cache.exists():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == manifest["key"] and saved.get("n") == n:
-            return saved["result"]
-    from emulate.common.progress import TrainingBars
-
-    single = [v for v in VARIANTS if v != "all"]
-    targets = {v: world / "ablation" / v for v in single}
-    missing = [v for v in single if not (targets[v] / "config.json").exists()]
-    bars = TrainingBars(True)
-    with bars:
-        train_members(world, missing, manifest["size"], manifest["seed"], bars.event,
-                      build_workers(), targets={v: targets[v] for v in missing})
-    targets["all"] = world / "tools"
-    result = {}
-    n_eval = n or SIZES[manifest["size"]].eval_questions
-    for variant in VARIANTS:
-        model = adapter(targets[variant])
-        result[variant] = evaluate(model, manifest["seed"], n_eval, "own",
-                                   to_normalized=model.to_normalized)
-    cache.write_text(json.dumps({"key": manifest["key"], "n": n, "result": result}))
-    return result
-
-
-def ablation_plot(result: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    names = list(result)
-    for offset, kind in ((-0.2, "fine"), (0.2, "coarse")):
-        ax.bar([i + offset for i in range(len(names))],
-               [100 * result[v][kind]["accuracy"] for v in names], 0.4, label=kind)
-    chance = 100 * result[names[0]]["fine"]["chance"]
-    ax.axhline(chance, color="grey", linestyle=":", label="chance")
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(loc="lower right")
-    ax.set_title("tool ablation: chains with one tool, or all three")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def table(rows: dict):
