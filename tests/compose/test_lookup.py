@@ -109,7 +109,6 @@ def test_a_row_forgets_its_missed_guesses_alone():
 
     from emulate.compose.cached_batch import CachedBatch
     from emulate.compose.lean_llama import LeanLlama
-    from emulate.compose.speculative import _keep_columns
 
     vocab = len(make_tokenizer())
     model = llama(vocab, hidden=64, seed=5).double()
@@ -121,7 +120,7 @@ def test_a_row_forgets_its_missed_guesses_alone():
                      torch.tensor([[1, 1, 1], [1, 1, 0]]))
         batch.forget(torch.tensor([2, 0]))
         second = batch.extend(torch.tensor([[16, 18], [17, 0]]), torch.tensor([[1, 1], [1, 0]]))
-        _keep_columns(batch, 5, torch.tensor([2, 1]))  # row 0 keeps 10, 16; row 1 keeps 13
+        batch.keep_first(5, torch.tensor([2, 1]))  # row 0 keeps 10, 16; row 1 keeps 13
         holes = batch.attention_mask.shape[1]
         batch.compact(slack=0.0)  # each row's tokens packed together: 5 of 7 columns left
         assert (holes, batch.attention_mask.shape[1]) == (7, 5)

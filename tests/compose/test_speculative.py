@@ -116,7 +116,6 @@ def test_eos_inside_an_accepted_block_ends_the_row(upscaled, lockstep):
 def test_lean_llama_matches_the_library_forward(tokenizer):
     from emulate.compose.cached_batch import CachedBatch
     from emulate.compose.lean_llama import LeanLlama
-    from emulate.compose.speculative import _keep_columns
 
     model = llama(len(tokenizer), hidden=64, seed=5).double()
     assert isinstance(LeanLlama.wrap(model), LeanLlama)
@@ -126,7 +125,7 @@ def test_lean_llama_matches_the_library_forward(tokenizer):
         batch = CachedBatch(forward, len(tokenizer))
         prefill = batch.prefill([[1, 5, 6, 7, 8], [1, 9]])
         first = batch.extend(torch.tensor([[10, 11, 12], [13, 14, 15]]))
-        _keep_columns(batch, 3, torch.tensor([1, 3]))  # row 0 keeps one: two holes
+        batch.keep_first(3, torch.tensor([1, 3]))  # row 0 keeps one: two holes
         second = batch.extend(torch.tensor([[16], [17]]))
         outs.append((prefill, first, second, batch.next_position))
     for got, expected in zip(outs[1], outs[0], strict=True):

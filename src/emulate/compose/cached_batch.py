@@ -116,6 +116,20 @@ class CachedBatch:
         self.attention_mask = mask[:, first:]
         self.next_position = torch.cat([self.next_position, other.next_position])[order]
 
+    def keep_first(self, fed: int, keep: torch.Tensor) -> None:
+        """Of the tokens in the last `fed` cached columns, row r keeps its first keep[r]; the
+        rest become holes (masked, giving back their positions; rejected speculative tokens).
+        Trailing columns no row keeps are cropped."""
+        if fed == 0:
+            return
+        keep = keep.to(self.attention_mask.device)
+        mask = self.attention_mask
+        tail = mask[:, -fed:]
+        drop = tail.bool() & (tail.cumsum(-1) > keep[:, None])
+        self.next_position = self.next_position - drop.sum(-1)
+        self.attention_mask = torch.cat([mask[:, :-fed], tail.masked_fill(drop, 0)], dim=-1)
+        self.rewind(self.trailing_holes(fed))
+
     def forget(self, counts: torch.Tensor) -> None:
         """Row r forgets its last counts[r] tokens (guesses read in vain by some rows only):
         they become masked holes and give back their positions."""

@@ -31,6 +31,13 @@ class Delta:
     finish_reason: str | None = None  # "stop", "length" or "cancelled"
 
 
+def merged(deltas: list[Delta]) -> Delta:
+    """One delta per row per step: the texts and tokens of the accepted block, in order."""
+    last = deltas[-1]
+    return Delta(last.index, "".join(d.text for d in deltas),
+                 [t for d in deltas for t in d.token_ids], last.finish_reason)
+
+
 @dataclass
 class Completion:
     text: str

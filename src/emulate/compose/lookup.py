@@ -63,3 +63,29 @@ def guess(indexes: list[NgramIndex], context: list[int], limit: int) -> list[int
             if found:
                 return found
     return []
+
+
+class RowTexts:
+    """What a batch's guesses draw on: each row's own text (prompt, then answer) and, if given,
+    a history of earlier finished texts shared by a composition's decoders."""
+
+    def __init__(self, prompts: list[list[int]], history: NgramIndex | None = None):
+        self.own = [NgramIndex(ids) for ids in prompts]
+        self.history = history
+
+    def extend(self, other: RowTexts) -> None:
+        """Take in another batch's rows (their indexes follow this batch's)."""
+        self.own += other.own
+
+    def guesses(self, index: int, drafts: list[int], limit: int) -> list[int]:
+        """Up to `limit` tokens row `index`'s texts suggest after its drafts so far."""
+        own = self.own[index]
+        indexes = [own] if self.history is None else [own, self.history]
+        return guess(indexes, own.tokens[-own.n_max :] + drafts, limit)
+
+    def remember(self, index: int, tokens: list[int], finished: bool) -> None:
+        """Add a row's new tokens to its text; a finished row's text joins the history."""
+        own = self.own[index]
+        own.extend(tokens)
+        if finished and self.history is not None:
+            self.history.extend(own.tokens)

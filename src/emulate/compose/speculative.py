@@ -1,25 +1,18 @@
 """Exact speculative decoding of a composition: a cheap draft proposes, the formula decides.
 
 Each round, the draft (by default the composition's small tuned term) proposes k tokens one at a
-time through its own KV cache; every other model then scores the whole block in one forward. The
-composed distribution p at each of the k+1 positions decides, per row (Leviathan et al. 2023):
-accept draft token x with probability min(1, p(x)/q(x)); at the first rejection draw from
-norm(max(0, p - q)); if all k are accepted, draw a bonus token from p (done the same way: draft
-one more token from q, known by then, and judge it, which is a draw from p). The output follows
-p exactly. p and q are the distributions the lockstep decoder would sample from and the draft did
-sample from: both carry the row's temperature and top-k/top-p/min-p, p also the plausibility
-filter. Greedy rows accept while the draft token is p's argmax, so their output is the lockstep
-output token for token. Each position's random numbers come from a generator seeded by the row's
-seed and the position, so a sampled row's output does not depend on k or on its batch.
+time through its own KV cache; every other model then scores the whole block in one forward, and
+the composed distribution p at each of the k+1 positions decides, per row, by the rule in
+acceptance.py (if all k stand, the bonus token is drafted from q and judged too: a draw from p).
+p and q carry the row's temperature and top-k/top-p/min-p, p also the plausibility filter, so
+the output follows the lockstep decoder's exactly; greedy rows match it token for token.
 
-The draft's forwards read guesses of its next tokens along (lookup.py): a guess the draft then
-drafts itself saves a forward, one it does not is taken back out of its cache. Drafting stops
-early where every row drafted its end.
-
-Cache bookkeeping: every model's cache holds a row's accepted tokens except the last one, which
-leads the next round's block. Rows accept different numbers of tokens; rejected positions are
-masked out of that row's attention mask (a hole that takes no position id) and columns that no
-row kept are cropped from the caches, so no forward is ever redone.
+Rows advance independently. The draft's forwards read guesses of its next tokens along
+(lookup.py); each row keeps the guesses it drafts itself and forgets the rest. Every model's
+cache holds a row's accepted tokens except the last one, which leads the next round's block;
+rejected positions become holes in that row's attention mask (no position id), packed away
+once they are many, so no forward is ever redone. Rows that join between rounds (`joining`)
+start in exactly that state.
 """
 
 from __future__ import annotations
@@ -28,9 +21,9 @@ import time
 
 import torch
 
-from emulate.compose.cached_batch import CachedBatch
+from emulate.compose.acceptance import position_seed, verdict
 from emulate.compose.combine import compose_logprobs
-from emulate.compose.decoding import Decoder, Delta
+from emulate.compose.decoding import Decoder, Delta, merged
 from emulate.compose.drafting import (
     DEFAULT_K,
     K_MAX,
@@ -42,7 +35,7 @@ from emulate.compose.drafting import (
 )
 from emulate.compose.formula import parse_formula
 from emulate.compose.lean_llama import LeanLlama
-from emulate.compose.lookup import NgramIndex, guess
+from emulate.compose.lookup import NgramIndex, RowTexts
 from emulate.compose.sampling import SamplingParams, draw, filter_logprobs
 
 
@@ -62,14 +55,13 @@ class SpeculativeDecoder(Decoder):
                  lookup: bool | str = True, joining: bool = False):
         check_k(k, k_max)
         # A joining decoder reads each prompt but its last token, which leads its first round
-        # as a row's last accepted token leads every later one: its rows are then in the state
-        # of a running decoder's rows between two rounds, and can merge into it.
+        # as a row's last accepted token leads every later one: its rows can merge into a
+        # running decoder's between two rounds.
         self.joining = joining
         self.leads: dict[int, dict[str, int]] = {}  # prompt -> term -> its first round's lead
         self.draft = draft or default_draft(composition)
-        self.draft_weights = parse_formula(
-            self.draft, composition.term_names, composition.parameters
-        )
+        self.draft_weights = parse_formula(self.draft, composition.term_names,
+                                           composition.parameters)
         self.draft_terms = list(self.draft_weights)
         self.lean = composition.lean if lean is None else lean  # default: as the composition
         super().__init__(composition, prompts, params, extra_terms=self.draft_weights)
@@ -89,12 +81,10 @@ class SpeculativeDecoder(Decoder):
         if self.joining:
             self.leads = {i: {t: self.prompt_ids[t][i][-1] for t in self.terms}
                           for i in self.rows}
-        # Where the draft's guesses come from (see lookup.py): each row's own text, and with
-        # lookup=True also the earlier texts of this composition.
-        own = self.prompt_ids[self.draft_terms[0]]
-        self.texts = [NgramIndex(ids) for ids in own] if lookup else None
-        state = composition_state(composition)
-        self.history = state.setdefault("history", NgramIndex()) if lookup is True else None
+        # What the draft's guesses draw on: each row's text, with lookup=True also the history.
+        history = composition_state(composition).setdefault("history", NgramIndex())
+        self.texts = RowTexts(self.prompt_ids[self.draft_terms[0]],
+                              history if lookup is True else None) if lookup else None
         self.draft_forwards = 0
 
     def _defers(self, key: str) -> bool:
@@ -116,15 +106,14 @@ class SpeculativeDecoder(Decoder):
         return super().takes_rows and not self._first
 
     def can_merge(self, other) -> bool:
-        """Rows between two rounds merge: both decoders have run a round or joined, and
-        draft, lookup and forwards are the same."""
+        """Between two rounds (both ran one or joined), with the same draft, lookup, forwards."""
         return (super().can_merge(other) and self.takes_rows and not other._first
                 and other._learned is self._learned and other.lean == self.lean)
 
     def merge(self, other) -> int:
         offset = super().merge(other)
         if self.texts is not None:
-            self.texts += other.texts
+            self.texts.extend(other.texts)
         self.leads.update({offset + i: lead for i, lead in other.leads.items()})
         return offset
 
@@ -179,7 +168,7 @@ class SpeculativeDecoder(Decoder):
             best, probs = self._target(logits, k, params)
             for r, outcome in enumerate(outcomes):
                 for j, (tokens, q, generators) in enumerate(proposals):
-                    y = _verdict(params[r], int(tokens[r]), best[r, j],
+                    y = verdict(params[r], int(tokens[r]), best[r, j],
                                  None if probs[r] is None else probs[r][j], q[r], generators[r])
                     if y is not None:
                         outcome[:] = j, y
@@ -197,7 +186,7 @@ class SpeculativeDecoder(Decoder):
             best, probs = self._target(logits, k + 1, params, first=k)
             for r, outcome in enumerate(outcomes):
                 if outcome[1] is None:
-                    y = _verdict(params[r], int(tokens[r]), best[r, 0],
+                    y = verdict(params[r], int(tokens[r]), best[r, 0],
                                  None if probs[r] is None else probs[r][0], q[r], generators[r])
                     outcome[1] = int(tokens[r]) if y is None else y
                     bonus_passed += y is None
@@ -210,12 +199,14 @@ class SpeculativeDecoder(Decoder):
                 row_deltas.append(self.accept(rows[r], token))
                 if self.finish_reasons[rows[r]] is not None:
                     break
-            deltas.append(_merge(row_deltas))
-            self._remember(rows[r], deltas[-1])
+            deltas.append(merged(row_deltas))
+            if self.texts is not None:
+                self.texts.remember(rows[r], deltas[-1].token_ids,
+                                    deltas[-1].finish_reason is not None)
             self.leads.pop(rows[r], None)
         kept = torch.tensor([n for n, _ in outcomes]) + (pending is not None)
         for key, terms in self.groups.items():
-            _keep_columns(self.batches[key], fed[key], kept.repeat(len(terms)))
+            self.batches[key].keep_first(fed[key], kept.repeat(len(terms)))
             self.batches[key].compact()  # rows that kept different numbers leave holes
         for t in self.terms:  # from now on only their row count matters (_retire slices them)
             self.logits[t] = logits[t][0]
@@ -307,15 +298,10 @@ class SpeculativeDecoder(Decoder):
         return token in self.composition.eos_token_ids and not self.params[index].ignore_eos
 
     def _guesses(self, drafts: torch.Tensor, limit: int, need: list[int]) -> list[list[int]]:
-        """Per row, up to `limit` tokens its text suggests after its drafts so far (rows in
-        `need` only; none without lookup)."""
+        """Per row in `need`, up to `limit` tokens its texts suggest after its drafts so far."""
         found: list[list[int]] = [[] for _ in self.rows]
-        if self.texts is None or limit <= 0:
-            return found
-        for r in need:
-            own = self.texts[self.rows[r]]
-            indexes = [own] if self.history is None else [own, self.history]
-            found[r] = guess(indexes, own.tokens[-own.n_max :] + drafts[r].tolist(), limit)
+        for r in need if self.texts is not None and limit > 0 else ():
+            found[r] = self.texts.guesses(self.rows[r], drafts[r].tolist(), limit)
         return found
 
     def _forget(self, missed: list[int], fed: dict) -> None:
@@ -329,15 +315,6 @@ class SpeculativeDecoder(Decoder):
             unused = batch.trailing_holes(fed[key])
             batch.rewind(unused)
             fed[key] -= unused
-
-    def _remember(self, index: int, delta: Delta) -> None:
-        """Add a row's new tokens to its own text; a finished row's text joins the history."""
-        if self.texts is None:
-            return
-        own = self.texts[index]
-        own.extend(delta.token_ids)
-        if delta.finish_reason is not None and self.history is not None:
-            self.history.extend(own.tokens)
 
     def _forward(self, keys, tokens: torch.Tensor, logits: dict, fed: dict,
                  lead: dict | None = None, valid: torch.Tensor | None = None,
@@ -394,7 +371,7 @@ class SpeculativeDecoder(Decoder):
         if sampled:
             filtered = filter_logprobs(logq[sampled], [params[r] for r in sampled])
             for r, probs in zip(sampled, filtered.exp().cpu().double(), strict=True):
-                seed = _mix(self.generators[self.rows[r]].initial_seed(), done[r] + j)
+                seed = position_seed(self.generators[self.rows[r]].initial_seed(), done[r] + j)
                 generators[r] = torch.Generator().manual_seed(seed)
                 q[r] = probs
                 tokens[r] = draw(probs, generators[r])
@@ -420,49 +397,3 @@ class SpeculativeDecoder(Decoder):
             for r, block in zip(sampled, blocks, strict=True):
                 probs[r] = block
         return best, probs
-
-
-def _verdict(params: SamplingParams, x: int, best, p, q, generator) -> int | None:
-    """None if draft token x stands; otherwise the token to emit in its place.
-
-    Greedy: x stands if it is p's argmax. Sampled: x stands with probability min(1, p(x)/q(x));
-    otherwise the replacement is drawn from norm(max(0, p - q)).
-    """
-    if params.greedy:
-        return None if x == int(best) else int(best)
-    if torch.rand(1, generator=generator, dtype=torch.float64).item() * q[x] < p[x]:
-        return None
-    residual = (p - q).clamp(min=0)
-    residual = residual if residual.sum() > 0 else p  # p == q up to rounding
-    return draw(residual, generator)
-
-
-def _mix(seed: int, position: int) -> int:
-    """A 64-bit seed for (row seed, position): splitmix64 of their combination."""
-    x = (seed * 0x9E3779B97F4A7C15 + position + 1) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return x ^ (x >> 31)
-
-
-def _merge(deltas: list[Delta]) -> Delta:
-    """One delta per row per step: the texts and tokens of the accepted block, in order."""
-    last = deltas[-1]
-    return Delta(last.index, "".join(d.text for d in deltas),
-                 [t for d in deltas for t in d.token_ids], last.finish_reason)
-
-
-def _keep_columns(batch: CachedBatch, fed: int, keep: torch.Tensor) -> None:
-    """Of the tokens in the last `fed` cached columns, row r keeps its first keep[r]; the rest
-    become holes. Holes are masked out and give back their positions; trailing columns no row
-    keeps are cropped.
-    """
-    if fed == 0:
-        return
-    keep = keep.to(batch.attention_mask.device)
-    mask = batch.attention_mask
-    tail = mask[:, -fed:]
-    drop = tail.bool() & (tail.cumsum(-1) > keep[:, None])
-    batch.next_position = batch.next_position - drop.sum(-1)
-    batch.attention_mask = torch.cat([mask[:, :-fed], tail.masked_fill(drop, 0)], dim=-1)
-    batch.rewind(batch.trailing_holes(fed))

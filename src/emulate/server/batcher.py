@@ -9,12 +9,10 @@ Strategy: continuous batching by merging, with interleaving as the fallback.
 - Rows that cannot share a forward (another composition, or knobs that switch a term off, so the
   decoder runs other models) form their own cohort. Up to `max_cohorts` cohorts are stepped in
   turn, one token each; so a request never waits for another batch to finish.
-- Speculative requests (`Job.speculative`) batch the same way. A SpeculativeDecoder's rows
-  advance by different numbers of tokens each round, so arrivals are prefilled as a *joining*
-  decoder: every prompt but its last token is read, and that token leads the row's first round,
-  as a running row's last accepted token leads its next. Between two rounds the joiners are in
-  the running rows' state and merge into them: one draft forward and one verify forward per
-  model serve the whole cohort.
+- Speculative requests (`Job.speculative`) batch the same way, between two rounds: arrivals
+  are prefilled as a *joining* decoder (every prompt but its last token, which leads the row's
+  first round as a running row's last accepted token leads its next), so they merge into the
+  running rows' state; a cohort takes no one in before its first round.
 - Each row keeps its own SamplingParams (seed, temperature, stop, budget, weights), so requests
   with different settings share a batch, and a row's output does not depend on its batch-mates.
 
@@ -226,9 +224,8 @@ class Batcher:
 
     async def run(self, fn, *args):
         """Run an engine call on the worker thread (every engine call goes through here)."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, _inference, fn, *args
-        )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _inference, fn, *args)
 
     # the scheduler
 
@@ -284,8 +281,7 @@ class Batcher:
     def _open_cohort(self, kind: tuple, rows: int) -> Cohort | None:
         """A running cohort that `rows` rows of `kind` can join, if one has room."""
         for cohort in self._cohorts:
-            decoder = cohort.decoder
-            if (cohort.kind == kind and not decoder.done
+            if (cohort.kind == kind and not cohort.decoder.done
                     and len(cohort.live) + rows <= self.max_batch
                     and len(cohort.owners) < self.max_batch * LIFETIME):
                 return cohort
