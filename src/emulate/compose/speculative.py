@@ -82,9 +82,10 @@ class SpeculativeDecoder(Decoder):
             self.leads = {i: {t: self.prompt_ids[t][i][-1] for t in self.terms}
                           for i in self.rows}
         # What the draft's guesses draw on: each row's text, with lookup=True also the history.
-        history = composition_state(composition).setdefault("history", NgramIndex())
-        self.texts = RowTexts(self.prompt_ids[self.draft_terms[0]],
-                              history if lookup is True else None) if lookup else None
+        history = (composition_state(composition).setdefault("history", NgramIndex())
+                   if lookup is True else None)
+        own = self.prompt_ids[self.draft_terms[0]]
+        self.texts = RowTexts(own, history) if lookup else None
         self.draft_forwards = 0
 
     def _defers(self, key: str) -> bool:
