@@ -6,14 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from emulate.continual.clip import load_clip, text_classifier, zero_shot_accuracy
+from emulate.continual.clip import (
+    build_tokenizer,
+    load_clip,
+    text_classifier,
+    zero_shot_accuracy,
+)
 from emulate.continual.pretrain import SIZES, load_world
 from emulate.continual.universe import (
     ZERO_SHOT_TEMPLATES,
     Universe,
     dataset_split,
+    made_up_names,
     make_universe,
     pretraining_pool,
+    syllables,
 )
 
 
@@ -40,6 +47,24 @@ def test_frequencies_shape_the_pool():
     assert roles == {"adapt", "eval"}
     names = [c for d in u.datasets.values() for c in d.concepts]
     assert len(names) == len(set(names))
+
+
+def test_names_split_into_shared_syllables():
+    u = make_universe(SIZES["default"].universe, 0)
+    tok = build_tokenizer(u.words(), syllables())
+    pieces = {name: tok.tokenize(name) for name in u.concepts}
+    for name, parts in pieces.items():
+        assert tok.unk_token not in parts and 2 <= len(parts) <= 4
+        assert "".join(p.removeprefix("##") for p in parts) == name
+    assert tok.tokenize("a photo of a red striped circle .") == [
+        "a", "photo", "of", "a", "red", "striped", "circle", ".",
+    ]
+    stream = {p for c in u.stream_concepts() for p in pieces[c]}
+    held_out = {p for d in u.evaluation for c in d.concepts for p in pieces[c]}
+    assert len(stream & held_out) > len(held_out) / 3  # the stream touches held-out names' pieces
+    names = made_up_names(50, np.random.default_rng(0))
+    assert all(tok.unk_token not in tok.tokenize(n) for n in names)
+    assert tok.tokenize("qx") == [tok.unk_token]  # letters no name uses are unknown
 
 
 def test_pixels_match_the_image_processor(continual_world):

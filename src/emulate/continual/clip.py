@@ -3,7 +3,7 @@
 The model is transformers' ``CLIPModel``, saved as a normal checkpoint with its tokenizer and
 image processor, so ``load_clip`` reads a real CLIP checkpoint (``openai/clip-vit-base-patch32``
 saved to disk) exactly as it reads the one trained here. HF CLIP pools the text at the first
-end-of-text token: the word-level tokenizer's ``eos_token_id`` is written into the text config.
+end-of-text token: the sub-word tokenizer's ``eos_token_id`` is written into the text config.
 """
 
 from __future__ import annotations
@@ -61,13 +61,18 @@ class Clip:
         )
 
 
-def build_tokenizer(words: list[str]):
-    """A word-level tokenizer over ``words`` (made-up names are one token each)."""
+def build_tokenizer(words: list[str], pieces: list[str] = ()):
+    """A WordPiece tokenizer: ``words`` whole, and any other word split greedily into
+    ``pieces`` (a word's first piece as is, the rest ``##``-prefixed), with single letters as
+    the fallback, as BERT's and CLIP's sub-word vocabularies split rare words."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate([PAD, EOS, SOS, UNK] + sorted(set(words)))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    letters = sorted({ch for p in pieces for ch in p})
+    subwords = set(pieces) | set(letters)
+    tokens = sorted(set(words) | subwords) + sorted("##" + p for p in subwords)
+    vocab = {w: i for i, w in enumerate([PAD, EOS, SOS, UNK] + tokens)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token=UNK, continuing_subword_prefix="##"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
         single=f"{SOS} $A {EOS}", special_tokens=[(SOS, vocab[SOS]), (EOS, vocab[EOS])]

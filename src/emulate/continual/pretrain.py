@@ -30,7 +30,13 @@ from emulate.continual.loop import new_accelerator, new_optimizer, train_steps
 from emulate.continual.methods.base import Strategy
 from emulate.continual.mixture import BatchSampler, Mixture, TaskData
 from emulate.continual.schedules import cosine
-from emulate.continual.universe import Universe, UniverseSize, make_universe, pretraining_pool
+from emulate.continual.universe import (
+    Universe,
+    UniverseSize,
+    make_universe,
+    pretraining_pool,
+    syllables,
+)
 
 
 class WorldMissingError(EmulateError, FileNotFoundError):
@@ -51,7 +57,7 @@ class WorldSize:
 
 SIZES = {
     "micro": WorldSize(
-        UniverseSize(3, 2, 4, 32, 12, 6, 3000),
+        UniverseSize(3, 2, 4, 32, 12, 6, 3000, 300, eval_tail=1.0),
         ClipShape(32, 1, 2, 8, 32),
         steps=250,
         batch=64,
@@ -61,7 +67,7 @@ SIZES = {
         stream_lr=1e-3,
     ),
     "default": WorldSize(
-        UniverseSize(5, 4, 8, 32, 48, 16, 20000),
+        UniverseSize(5, 4, 8, 32, 48, 16, 20000, 1000),
         ClipShape(64, 2, 4, 8, 64),
         steps=1200,
         batch=128,
@@ -145,7 +151,8 @@ def build_world(
     started = time.time()
     universe = make_universe(spec.universe, seed)
     universe.save(out_dir / "universe.json")
-    clip = new_clip(spec.clip, build_tokenizer(universe.words()), spec.universe.image_size, seed)
+    tokenizer = build_tokenizer(universe.words(), syllables())
+    clip = new_clip(spec.clip, tokenizer, spec.universe.image_size, seed)
     bars = TrainingBars(progress)
     with bars:
         bars.event(("add", "pretrain CLIP", spec.steps))

@@ -20,7 +20,7 @@ from emulate.continual.mixture import BatchSampler, Mixture, TaskData, task_data
 from emulate.continual.pretrain import World
 from emulate.continual.schedules import check_schedule, cosine, learning_rate, warmup_steps
 from emulate.continual.streams import check_ordering, cut, order_concepts
-from emulate.continual.universe import dataset_split, pretraining_pool
+from emulate.continual.universe import dataset_split, pretraining_pool, replay_sample
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,12 @@ class RunConfig:
 
 
 class Data:
-    """What every run on a world shares: the pool, the stream's training images, test sets."""
+    """What every run on a world shares: the replay sample of the pool, the stream's training
+    images, the test sets."""
 
     def __init__(self, world: World):
         u = world.universe
-        self.pool = pretraining_pool(u)
+        self.pool = replay_sample(u, pretraining_pool(u))  # what pretraining replay draws on
         self.train = {d.name: dataset_split(u, d.name, "train") for d in u.adapt}
         self.tests = eval_sets(u)
 

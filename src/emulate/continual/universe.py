@@ -1,11 +1,14 @@
 """The synthetic image-caption universe: concepts, datasets, captions and the pretraining pool.
 
 A concept is a combination of visual factors (colour, pattern, shape) under a made-up name, so a
-name the pretraining pool never shows cannot be classified zero-shot. Concepts are grouped into
-datasets, sub-domains with their own concept set and rendering style. Adaptation datasets are
-what the stream teaches (their concepts rare or absent in pretraining); eval-only datasets are
-never trained on in the stream and measure retention (their concepts common in pretraining).
-Everything is drawn from one seed, and images are re-rendered from it on load.
+name the pretraining pool never shows is classified zero-shot no better than its syllables hint.
+Concepts are grouped into datasets, sub-domains with their own concept set and rendering style.
+Adaptation datasets are what the stream teaches (their concepts rare or absent in pretraining);
+eval-only datasets are never trained on in the stream and measure retention (their concepts seen
+in pretraining, with frequencies along a long tail). Names are built of shared syllables, which
+the tokenizer splits them into, so training on one name moves the pieces of others; and a stream
+replays only a small fixed sample of the pool. Everything is drawn from one seed, and images are
+re-rendered from it on load.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ class UniverseSize:
     train_per_concept: int  # stream images per adaptation concept
     test_per_concept: int  # held-out images per concept, for zero-shot accuracy
     pool_images: int  # images in the pretraining pool
-    eval_weight: float = 4.0  # pretraining frequency of an eval-only concept ...
+    replay_images: int  # the fixed sample of the pool that a stream's pretraining replay draws on
+    eval_weight: float = 4.0  # pretraining frequency of an eval-only concept: at most this ...
+    eval_tail: float = 0.03  # ... and at least this, log-uniform (a long tail, as on the web) ...
     background_weight: float = 1.0  # ... of a pretraining-only concept ...
     rare_weight: float = 0.004  # ... and at most this for an adaptation concept (many get 0)
     absent_fraction: float = 0.7  # adaptation concepts never shown in pretraining
@@ -95,11 +100,12 @@ class Universe:
         return [c for d in self.adapt for c in d.concepts]
 
     def words(self) -> list[str]:
-        """Every word a caption or prompt can use (the tokenizer's vocabulary)."""
+        """The whole words of captions and prompts: templates and visual factors. Concept
+        names are not among them: the tokenizer splits each into the shared ``syllables()``."""
         fixed = " ".join(TEMPLATES + (ATTRIBUTE_TEMPLATE,)).replace(".", " . ").replace(",", " , ")
         fixed = [w for w in fixed.split() if not w.startswith("{")]
         factors = list(COLOURS) + list(PATTERNS) + list(SHAPES)
-        return sorted(set(fixed) | set(factors) | set(self.concepts))
+        return sorted(set(fixed) | set(factors))
 
     def save(self, path: Path) -> None:
         data = {
@@ -129,16 +135,24 @@ class Universe:
         )
 
 
+ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "bl", "tr")
+VOWELS = ("a", "e", "i", "o", "u")
+CODAS = ("", "n", "r", "k", "s")
+
+
+def syllables() -> list[str]:
+    """The pieces every made-up name is built of: onset + vowel syllables, and codas."""
+    return [o + v for o in ONSETS for v in VOWELS] + [c for c in CODAS if c]
+
+
 def made_up_names(count: int, rng: np.random.Generator) -> list[str]:
-    """Distinct pronounceable nonsense words (``blikor``, ``tavun``, ...)."""
-    onsets = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "bl", "tr"]
-    vowels = ["a", "e", "i", "o", "u"]
-    codas = ["", "n", "r", "k", "s"]
+    """Distinct pronounceable nonsense words (``blikor``, ``tavun``, ...), two or three
+    syllables and a coda: names share their syllables, as real words share sub-word tokens."""
     names: list[str] = []
     seen = set()
     while len(names) < count:
-        parts = [rng.choice(onsets) + rng.choice(vowels) for _ in range(int(rng.integers(2, 4)))]
-        word = "".join(parts) + str(rng.choice(codas))
+        parts = [rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(int(rng.integers(2, 4)))]
+        word = "".join(parts) + str(rng.choice(CODAS))
         if word not in seen:
             seen.add(word)
             names.append(word)
@@ -174,7 +188,8 @@ def make_universe(size: UniverseSize, seed: int) -> Universe:
         for j in order[i * k : (i + 1) * k]:
             colour, pattern, shape = combos[j]
             if role == "eval":
-                freq = size.eval_weight
+                low, high = np.log(size.eval_tail), np.log(size.eval_weight)
+                freq = float(np.exp(rng.uniform(low, high)))
             elif rng.random() < size.absent_fraction:
                 freq = 0.0
             else:
@@ -236,6 +251,14 @@ def pretraining_pool(universe: Universe) -> ImageSet:
     styles = universe.pretrain_styles
     style_ids = rng.integers(0, len(styles), size=len(labels))
     return ImageSet(_draw(universe, names, labels, styles, style_ids, rng), labels, names)
+
+
+def replay_sample(universe: Universe, pool: ImageSet) -> ImageSet:
+    """The fixed, seeded sample of the pretraining pool that a stream replays: a practitioner
+    replays a small subset of the pretraining data, so the long tail is barely in it."""
+    rng = np.random.default_rng([universe.seed, 20_000])
+    rows = np.sort(rng.permutation(len(pool))[: universe.size.replay_images])
+    return ImageSet(pool.images[rows], pool.labels[rows], pool.names)
 
 
 def caption(universe: Universe, name: str, rng: np.random.Generator, attributes: float) -> str:
