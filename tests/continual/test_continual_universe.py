@@ -20,6 +20,7 @@ from emulate.continual.universe import (
     made_up_names,
     make_universe,
     pretraining_pool,
+    replay_sample,
     syllables,
 )
 
@@ -47,6 +48,23 @@ def test_frequencies_shape_the_pool():
     assert roles == {"adapt", "eval"}
     names = [c for d in u.datasets.values() for c in d.concepts]
     assert len(names) == len(set(names))
+
+
+def test_eval_frequencies_follow_a_long_tail_and_replay_is_a_fixed_sample(continual_data):
+    size = SIZES["default"].universe
+    u = make_universe(size, 0)
+    weights = [u.concepts[c].frequency for d in u.evaluation for c in d.concepts]
+    assert all(size.eval_tail <= w <= size.eval_weight for w in weights)
+    assert max(weights) / min(weights) > 10  # from common to rare
+    world, data = continual_data
+    pool = pretraining_pool(world.universe)
+    replay = replay_sample(world.universe, pool)
+    assert len(replay) == world.universe.size.replay_images < len(pool)
+    assert np.array_equal(replay.images, data.pool.images)  # what a stream replays
+    again = replay_sample(world.universe, pool)
+    assert np.array_equal(replay.labels, again.labels) and replay.names == pool.names
+    rows = {pool.images[i].tobytes() for i in range(len(pool))}
+    assert all(image.tobytes() in rows for image in replay.images)
 
 
 def test_names_split_into_shared_syllables():
