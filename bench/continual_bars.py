@@ -95,7 +95,7 @@ def extras(world: Path, out: Path, opts: dict) -> dict:
     report["meta"] = compare_methods(
         world, ["finetune"], out / "meta", False, **{**opts, "schedule": "meta"}
     )["finetune"]["final"]
-    # where the world offers something to forget: no pretraining replay, buffer kept
+    # no pretraining replay, buffer kept: how much the replay sample anchors
     r = compare_methods(
         world,
         ["finetune", "ema-merge"],
