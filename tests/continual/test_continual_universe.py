@@ -36,6 +36,18 @@ def test_universe_is_seeded_and_survives_a_round_trip(tmp_path):
     assert not np.array_equal(x.images, dataset_split(a, "adapt-0", "test").images)
 
 
+def test_a_universe_saved_before_the_replay_sample_replays_the_whole_pool(tmp_path):
+    import json
+
+    make_universe(SIZES["micro"].universe, 3).save(tmp_path / "u.json")
+    data = json.loads((tmp_path / "u.json").read_text())
+    del data["size"]["replay_images"], data["size"]["eval_tail"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = Universe.load(tmp_path / "old.json")
+    pool = pretraining_pool(old)
+    assert replay_sample(old, pool) is pool
+
+
 def test_frequencies_shape_the_pool():
     u = make_universe(SIZES["micro"].universe, 0)
     pool = pretraining_pool(u)

@@ -44,7 +44,9 @@ class UniverseSize:
     train_per_concept: int  # stream images per adaptation concept
     test_per_concept: int  # held-out images per concept, for zero-shot accuracy
     pool_images: int  # images in the pretraining pool
-    replay_images: int  # the fixed sample of the pool that a stream's pretraining replay draws on
+    # the fixed sample of the pool a stream's pretraining replay draws on (None: the whole pool,
+    # as in worlds built before there was a sample)
+    replay_images: int | None = None
     eval_weight: float = 4.0  # pretraining frequency of an eval-only concept: at most this ...
     eval_tail: float = 0.03  # ... and at least this, log-uniform (a long tail, as on the web) ...
     background_weight: float = 1.0  # ... of a pretraining-only concept ...
@@ -256,6 +258,8 @@ def pretraining_pool(universe: Universe) -> ImageSet:
 def replay_sample(universe: Universe, pool: ImageSet) -> ImageSet:
     """The fixed, seeded sample of the pretraining pool that a stream replays: a practitioner
     replays a small subset of the pretraining data, so the long tail is barely in it."""
+    if universe.size.replay_images is None:
+        return pool
     rng = np.random.default_rng([universe.seed, 20_000])
     rows = np.sort(rng.permutation(len(pool))[: universe.size.replay_images])
     return ImageSet(pool.images[rows], pool.labels[rows], pool.names)
