@@ -23,7 +23,6 @@ from speculative_setup import (
     assert_same,
     greedy,
     run,
-    single_thread,
     upscaled_composition,
 )
 from tiny_models import gpt2, llama, make_tokenizer
@@ -32,11 +31,7 @@ from typer.testing import CliRunner
 from emulate import Composition, FormulaError, GenerationParamsError, Plausibility, SamplingParams
 from emulate.compose.speculative import SpeculativeDecoder
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from speculative_setup import (
     assert_fixed_k,
     greedy,
     run,
-    single_thread,
     upscaled_composition,
 )
 from tiny_models import llama, make_tokenizer
@@ -28,10 +27,7 @@ from emulate import Composition, SamplingParams
 HALFWAY = "large + 0.5*(chat - small)"  # a draft that rows accept in different amounts
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

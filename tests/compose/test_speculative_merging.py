@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from speculative_setup import PROMPTS, run, single_thread, upscaled_composition
+from speculative_setup import PROMPTS, run, upscaled_composition
 from tiny_models import make_tokenizer
 
 from emulate import GenerationParamsError, SamplingParams
@@ -14,10 +14,7 @@ from emulate import GenerationParamsError, SamplingParams
 SPEC = {"draft": "large + 0.5*(chat - small)", "k": 3, "adaptive": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
