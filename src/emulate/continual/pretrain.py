@@ -67,7 +67,7 @@ SIZES = {
         stream_lr=1e-3,
     ),
     "default": WorldSize(
-        UniverseSize(5, 4, 8, 32, 48, 16, 20000, 1000),
+        UniverseSize(5, 4, 8, 32, 48, 16, 20000, 150),
         ClipShape(64, 2, 4, 8, 64),
         steps=1200,
         batch=128,

@@ -1,14 +1,14 @@
 """The synthetic image-caption universe: concepts, datasets, captions and the pretraining pool.
 
-A concept is a combination of visual factors (colour, pattern, shape) under a made-up name, so a
-name the pretraining pool never shows is classified zero-shot no better than its syllables hint.
-Concepts are grouped into datasets, sub-domains with their own concept set and rendering style.
-Adaptation datasets are what the stream teaches (their concepts rare or absent in pretraining);
-eval-only datasets are never trained on in the stream and measure retention (their concepts seen
-in pretraining, with frequencies along a long tail). Names are built of shared syllables, which
-the tokenizer splits them into, so training on one name moves the pieces of others; and a stream
-replays only a small fixed sample of the pool. Everything is drawn from one seed, and images are
-re-rendered from it on load.
+A concept is a combination of visual factors (colour, pattern, shape) under a made-up name, a
+word of its own in the tokenizer, so a name the pretraining pool never shows is classified
+zero-shot at chance. Concepts are grouped into datasets, sub-domains with their own concept set
+and rendering style. Adaptation datasets are what the stream teaches (their concepts rare or
+absent in pretraining); eval-only datasets are never trained on in the stream and measure
+retention (their concepts seen in pretraining, with frequencies along a long tail). A stream
+replays only a small fixed sample of the pool, which holds few images of the tail: what the
+stream forgets is what its replay does not hold. Everything is drawn from one seed, and images
+are re-rendered from it on load.
 """
 
 from __future__ import annotations
@@ -102,12 +102,12 @@ class Universe:
         return [c for d in self.adapt for c in d.concepts]
 
     def words(self) -> list[str]:
-        """The whole words of captions and prompts: templates and visual factors. Concept
-        names are not among them: the tokenizer splits each into the shared ``syllables()``."""
+        """The whole words of captions and prompts: templates, visual factors and concept
+        names (any other word is split into ``syllables()``)."""
         fixed = " ".join(TEMPLATES + (ATTRIBUTE_TEMPLATE,)).replace(".", " . ").replace(",", " , ")
         fixed = [w for w in fixed.split() if not w.startswith("{")]
         factors = list(COLOURS) + list(PATTERNS) + list(SHAPES)
-        return sorted(set(fixed) | set(factors))
+        return sorted(set(fixed) | set(factors) | set(self.concepts))
 
     def save(self, path: Path) -> None:
         data = {
@@ -143,13 +143,14 @@ CODAS = ("", "n", "r", "k", "s")
 
 
 def syllables() -> list[str]:
-    """The pieces every made-up name is built of: onset + vowel syllables, and codas."""
+    """The pieces every made-up name is built of: onset + vowel syllables, and codas. The
+    tokenizer splits a word it does not know into them (a name typed in a prompt, say)."""
     return [o + v for o in ONSETS for v in VOWELS] + [c for c in CODAS if c]
 
 
 def made_up_names(count: int, rng: np.random.Generator) -> list[str]:
-    """Distinct pronounceable nonsense words (``blikor``, ``tavun``, ...), two or three
-    syllables and a coda: names share their syllables, as real words share sub-word tokens."""
+    """Distinct pronounceable nonsense words (``blikor``, ``tavun``, ...): two or three
+    syllables and a coda."""
     names: list[str] = []
     seen = set()
     while len(names) < count:
