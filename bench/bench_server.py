@@ -10,6 +10,8 @@ repeat. Then C concurrent speculative clients (`--speculative-clients`, default 
 throughput against the one speculative client's, their median latency against the lockstep
 phase of as many clients in the same repeat (speculative rows join the running speculative
 batch between rounds, as lockstep rows join theirs between steps).
+Serving a world (`--world`), the clients ask its own held-out questions, as a user of that
+world would, each in one repeat only (`--names`: made-up names the world never read, cycled).
 Each response must end with `[DONE]`, carry a finish reason and equal its reference text, or it
 counts as lost or corrupted. Bounded: R requests per phase and a deadline per phase.
 Prints a table and writes bench/results/server.json.
@@ -41,13 +43,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def world_yaml(world: Path, out: Path, server: dict) -> str:
-    """A config serving a built world's up-scaled composition (as `emulate serve` does)."""
+def world_yaml(world: Path, out: Path, server: dict, lookup: str | None = None) -> str:
+    """A config serving a built world's up-scaled composition (as `emulate serve` does), with
+    the speculative drafts' `lookup` set when given."""
     terms = ", ".join(f"{m}: {world.resolve() / m}" for m in ("large_base", "small_helpful",
                                                               "small_base"))
     out.write_text("compositions:\n  toy-eft:\n"
                    "    formula: large_base + beta*(small_helpful - small_base)\n"
                    "    parameters: {beta: 1.0}\n    template: chat\n"
+                   + (f"    defaults: {{speculative: {{lookup: {lookup}}}}}\n" if lookup else "")
+                   +
                    f"    terms: {{{terms}}}\n"
                    f"server: {json.dumps(server)}\n")
     return str(out)
@@ -59,7 +64,8 @@ def start_server(args, port: int) -> subprocess.Popen:
                "--host", "127.0.0.1", "--log-level", "warning", "--threads", str(args.threads)]
     if args.world:
         server = {"max_cohorts": args.max_cohorts, "max_batch": args.max_batch}
-        args.config = world_yaml(Path(args.world), Path(args.out).with_suffix(".yaml"), server)
+        args.config = world_yaml(Path(args.world), Path(args.out).with_suffix(".yaml"), server,
+                                 args.lookup)
     command += ["--config", args.config] if args.config else ["--world-size", "micro"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     return subprocess.Popen(command, env=env)
@@ -84,6 +90,8 @@ def body(args, prompt: str, stream: bool, speculative: bool = False) -> dict:
                "max_tokens": args.max_tokens, "temperature": 0, "stream": stream}
     if speculative:
         payload["emulate"] = {"speculative": True}
+    elif args.lookup:  # the configured defaults decode speculatively unless asked not to
+        payload["emulate"] = {"speculative": False}
     return payload
 
 
@@ -173,8 +181,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def phase(url: str, args, clients: int, requests: int, expected: dict,
-                speculative: bool = False) -> dict:
-    """`clients` concurrent clients take the next request until `requests` have been sent."""
+                speculative: bool = False, prompts: list[str] = PROMPTS) -> dict:
+    """`clients` concurrent clients take the next request until `requests` have been sent,
+    request i asking prompts[i] (cycling)."""
     results: list[dict] = []
     counter = iter(range(requests))
     deadline = time.monotonic() + args.deadline
@@ -184,7 +193,7 @@ async def phase(url: str, args, clients: int, requests: int, expected: dict,
         for i in counter:
             if time.monotonic() > deadline:
                 break
-            prompt = PROMPTS[i % len(PROMPTS)]
+            prompt = prompts[i % len(prompts)]
             try:
                 result = await asyncio.wait_for(
                     one_request(connection, args, prompt, speculative), args.timeout)
@@ -235,24 +244,59 @@ def pct(values: list[float], q: int) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000, 1)
 
 
+def prompt_sets(args) -> list[tuple[list[str], list[str]]]:
+    """Per repeat, the prompts of its one-client phases and of its crowded phases.
+
+    Serving a world, these are its own held-out questions, each asked in one repeat only: the
+    drafts' lookup guesses from earlier answers, and a question answered before would be
+    guessed whole, which no new question is. Otherwise the fixed PROMPTS, cycled."""
+    if not args.questions:
+        return [(PROMPTS, PROMPTS)] * args.repeats
+    per_repeat = args.baseline_requests + args.requests
+    pool = args.questions * (1 + per_repeat * args.repeats // len(args.questions))
+    sets = []
+    for r in range(args.repeats):
+        chunk = pool[r * per_repeat : (r + 1) * per_repeat]
+        sets.append((chunk[: args.baseline_requests], chunk[args.baseline_requests :]))
+    return sets
+
+
+def world_questions(world: Path) -> list[str]:
+    """The world's held-out questions (people only the large models read, and people the small
+    ones know too) in a fixed shuffled order."""
+    import random
+
+    from emulate.world import load_world
+    from emulate.world.corpus import eval_questions
+
+    info = load_world(world)
+    questions = [q.text for group in ("small_known", "large_only")
+                 for q in eval_questions(info.world, group)]
+    random.Random(0).shuffle(questions)
+    return questions
+
+
 async def run(url: str, args) -> dict:
+    sets = prompt_sets(args)
     async with httpx.AsyncClient(base_url=url, timeout=args.timeout) as http:
         expected = {}
-        for prompt in PROMPTS:  # the reference: each prompt alone on an idle server
+        used = dict.fromkeys(p for one, crowd in sets for p in one + crowd)
+        for prompt in used:  # the reference: each prompt alone on an idle server
             r = await http.post("/v1/chat/completions", json=body(args, prompt, False))
             r.raise_for_status()
             expected[prompt] = r.json()["choices"][0]["message"]["content"]
     phases = []
     for repeat in range(args.repeats):  # the machine's load drifts: each repeat has its own base
-        base = await phase(url, args, 1, args.baseline_requests, expected)
-        speculative = await phase(url, args, 1, args.baseline_requests, expected, True)
+        one, crowded = sets[repeat]
+        base = await phase(url, args, 1, args.baseline_requests, expected, prompts=one)
+        speculative = await phase(url, args, 1, args.baseline_requests, expected, True, one)
         speculative["latency_ratio"] = round(
             base["p50_latency_ms"] / speculative["p50_latency_ms"], 2)
-        lockstep = {c: await phase(url, args, c, args.requests, expected)
+        lockstep = {c: await phase(url, args, c, args.requests, expected, prompts=crowded)
                     for c in sorted({*args.clients, *args.speculative_clients})}
         crowds = []
         for c in args.speculative_clients:
-            crowd = await phase(url, args, c, args.requests, expected, True)
+            crowd = await phase(url, args, c, args.requests, expected, True, crowded)
             crowd["speedup_vs_one_speculative_client"] = round(
                 crowd["throughput_rps"] / speculative["throughput_rps"], 2)
             crowd["latency_vs_lockstep"] = round(
@@ -310,6 +354,11 @@ def main() -> None:
                         help="requests per phase (enough that ramp-up and tail are a small part)")
     parser.add_argument("--speculative-clients", type=int, nargs="*", default=[16],
                         help="concurrent speculative clients (each also run lockstep)")
+    parser.add_argument("--lookup", choices=["true", "own", "false"],
+                        help="with --world: the speculative drafts' lookup (server default true)")
+    parser.add_argument("--names", action="store_true",
+                        help="with --world: ask the fixed made-up-name prompts (cycled, answers "
+                             "the world never read) instead of its own held-out questions")
     parser.add_argument("--baseline-requests", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=2,
                         help="rounds of (one client, then each concurrency), each with its own "
@@ -320,6 +369,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
     parser.add_argument("--out", default=str(HERE / "results" / "server.json"))
     args = parser.parse_args()
+    args.questions = world_questions(Path(args.world)) if args.world and not args.names else None
 
     if args.url:  # a server started by hand (e.g. under a profiler)
         if not args.url.startswith(("http://127.0.0.1", "http://localhost")):
