@@ -17,6 +17,7 @@ from emulate import (
     TemplateError,
     VocabularyMismatchError,
 )
+from emulate.compose.templates import Template
 
 PROMPTS = [
     "The quick",
@@ -362,3 +363,25 @@ def test_model_objects_are_accepted(family):
     again = Composition(composition.formula, objects, templates={"chat": "chat"})
     assert torch.equal(again.next_token_logprobs(PROMPTS[:2]),
                        composition.next_token_logprobs(PROMPTS[:2]))
+
+
+def test_each_prompt_is_rendered_once_and_read_as_its_template_says(family, monkeypatch):
+    """A server's checks, then its decoder, ask each term for a prompt's ids: it is rendered
+    once per term, to the same ids as the tokenizer's own, and no caller shares a list."""
+    composition = upscaled(family)
+    renders = []
+    original = Template.token_ids
+    monkeypatch.setattr(Template, "token_ids",
+                        lambda self, prompt, tok: renders.append(self.spec) or original(
+                            self, prompt, tok))
+    chat = [{"role": "user", "content": "hi there"}]
+    for _ in range(3):
+        for term in ("large", "small", "chat"):
+            ids = composition.prompt_ids(term, chat)
+            template = "chat" if term == "chat" else "plain"
+            tokenizer = _float64(family[term])[1]
+            assert ids == render(tokenizer, template, "hi there")
+            ids.append(-1)  # a caller's list is its own
+    assert sorted(renders) == ["chat", "plain", "plain"]
+    assert composition.prompt_ids("large", "hi there") == composition.prompt_ids("large", chat)
+    assert len(renders) == 4  # a string is another prompt, rendered once more

@@ -98,6 +98,7 @@ class Composition:
         self.tokenizer = next(iter(self.loaded.values())).tokenizer
         self.eos_token_ids = shared_eos_ids(list(self.loaded.values()), self.vocab_size)
         self._weights_cache: dict[tuple, dict[str, float]] = {}
+        self._prompt_cache: dict[tuple, tuple[int, ...]] = {}
 
     def model_key(self, term: str) -> str:
         """The loaded model a term runs on (terms sharing a checkpoint share a key)."""
@@ -107,8 +108,17 @@ class Composition:
         return self.loaded[self.model_key(term)].context_length
 
     def prompt_ids(self, term: str, prompt: Prompt) -> list[int]:
+        """The prompt rendered and tokenized as `term` reads it. Rendering a chat template is a
+        large part of a short request's cost, and a server's checks, then its decoder, ask for
+        the same ids: each prompt is rendered once per template and tokenizer."""
         tokenizer = self.loaded[self.model_key(term)].tokenizer
-        return self.templates[term].token_ids(prompt, tokenizer)
+        key = (self.templates[term], id(tokenizer), repr(prompt))
+        if key not in self._prompt_cache:
+            ids = tuple(self.templates[term].token_ids(prompt, tokenizer))
+            if len(self._prompt_cache) >= 1024:  # distinct prompts must not grow it forever
+                self._prompt_cache.clear()
+            self._prompt_cache[key] = ids
+        return list(self._prompt_cache[key])
 
     def resolve_weights(self, params: SamplingParams | None = None) -> dict[str, float]:
         """The formula's weights for one request: parameter and weight overrides applied."""
