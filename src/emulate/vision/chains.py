@@ -26,7 +26,7 @@ def look_call(tool: str, row: int, col: int) -> ToolCall:
     if tool == "focus_area":
         return ToolCall("focus_area", {"box": cell_box(row, col), "source": 0})
     if tool == "zoom_in":
-        return ToolCall("zoom_in", {"point": cell_centre(row, col), "factor": 4, "source": 0})
+        return ToolCall("zoom_in", {"box": cell_box(row, col), "factor": 4, "source": 0})
     if tool == "reuse":
         return ToolCall("reuse", {})
     raise ValueError(f"unknown tool {tool!r}")

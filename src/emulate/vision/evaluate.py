@@ -31,7 +31,7 @@ def intervention(mode: str, question: Question, rng: random.Random):
 
     def replace(call: ToolCall, observations) -> ToolCall:
         arguments = dict(call.arguments)
-        if call.name == "focus_area" and _numbers(arguments.get("box"), 4):
+        if call.name in ("focus_area", "zoom_in") and _numbers(arguments.get("box"), 4):
             x0, y0, x1, y1 = arguments["box"]
             if mode == "oracle":
                 arguments["box"], arguments["source"] = chains.cell_box(target.row, target.col), 0

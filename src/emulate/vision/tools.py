@@ -5,8 +5,9 @@ A reply holds either ``<tool_call>{JSON}</tool_call>`` or ``<answer>...</answer>
 coordinates of the source image (``source`` 0 is the original, ``k`` the k-th observation):
 
 - ``focus_area``: ``{"box": [x0, y0, x1, y1], "source": 0}`` crops exactly that box;
-- ``zoom_in``: ``{"point": [x, y], "factor": 4, "source": 0}`` magnifies the square around the
-  point whose side is the source's side divided by the factor (1 < factor <= 4);
+- ``zoom_in``: ``{"box": [x0, y0, x1, y1], "factor": 4, "source": 0}`` magnifies that region
+  by the factor (1 < factor <= 4); ``{"point": [x, y], "factor": 4, ...}`` magnifies the square
+  around the point whose side is the source's side divided by the factor;
 - ``reuse``: ``{}`` puts the original image back into the context.
 
 Anything wrong in a call raises ``ToolError`` with a message written for the model to read.
@@ -102,31 +103,39 @@ def execute(call: ToolCall, observations: list[Observation]) -> Observation:
     source = _source(call.arguments, observations)
     width, height = source.image.size
     if call.name == "focus_area":
-        x0, y0, x1, y1 = _coordinates(call.arguments, "box", 4)
-        if x1 <= x0 or y1 <= y0:
-            raise ToolError(f"box {[x0, y0, x1, y1]} is empty: it needs x0 < x1 and y0 < y1")
-        left, top = x0 * width / SCALE, y0 * height / SCALE
-        right, bottom = x1 * width / SCALE, y1 * height / SCALE
-        if min(right - left, bottom - top) < MIN_SIDE_PX:
-            raise ToolError(
-                f"box {[x0, y0, x1, y1]} is under {MIN_SIDE_PX} pixels of the source on a side"
-            )
-        box = (round(left), round(top), round(right), round(bottom))
+        box = _box(call.arguments, width, height)
         return Observation(source.image.crop(box), _region(source, box))
-    x, y = _coordinates(call.arguments, "point", 2)
     factor = call.arguments.get("factor", 2)
     if isinstance(factor, bool) or not isinstance(factor, int | float):
         raise ToolError("factor must be a number")
     if not 1 < factor <= MAX_FACTOR:
         raise ToolError(f"factor {factor} is out of range: zoom_in magnifies 1 < factor <= 4")
-    side_w, side_h = width / factor, height / factor
-    left = min(max(x * width / SCALE - side_w / 2, 0), width - side_w)
-    top = min(max(y * height / SCALE - side_h / 2, 0), height - side_h)
-    box = (round(left), round(top), round(left + side_w), round(top + side_h))
+    if "box" in call.arguments:
+        box = _box(call.arguments, width, height)
+    else:
+        x, y = _coordinates(call.arguments, "point", 2)
+        side_w, side_h = width / factor, height / factor
+        left = min(max(x * width / SCALE - side_w / 2, 0), width - side_w)
+        top = min(max(y * height / SCALE - side_h / 2, 0), height - side_h)
+        box = (round(left), round(top), round(left + side_w), round(top + side_h))
     crop = source.image.crop(box)
     size = (round(crop.width * factor), round(crop.height * factor))
     magnified = crop.resize(size, Image.NEAREST)
     return Observation(magnified, _region(source, box))
+
+
+def _box(arguments: dict, width: int, height: int) -> tuple[int, int, int, int]:
+    """The call's normalized ``box`` in pixels of a width x height source."""
+    x0, y0, x1, y1 = _coordinates(arguments, "box", 4)
+    if x1 <= x0 or y1 <= y0:
+        raise ToolError(f"box {[x0, y0, x1, y1]} is empty: it needs x0 < x1 and y0 < y1")
+    left, top = x0 * width / SCALE, y0 * height / SCALE
+    right, bottom = x1 * width / SCALE, y1 * height / SCALE
+    if min(right - left, bottom - top) < MIN_SIDE_PX:
+        raise ToolError(
+            f"box {[x0, y0, x1, y1]} is under {MIN_SIDE_PX} pixels of the source on a side"
+        )
+    return round(left), round(top), round(right), round(bottom)
 
 
 def contains(region: tuple[float, ...], target: tuple[float, ...]) -> bool:
