@@ -67,6 +67,20 @@ def test_zoom_in_magnifies_the_square_around_the_point_and_stays_inside():
     assert np.array_equal(np.asarray(back), np.asarray(image)[96:128, 0:32])
 
 
+def test_zoom_in_magnifies_a_box_by_its_factor():
+    image = gradient(128, 128)
+    seen = execute(ToolCall("zoom_in", {"box": [250, 500, 500, 750], "factor": 4}),
+                   original(image))
+    assert seen.region == (32.0, 64.0, 64.0, 96.0)
+    assert seen.image.size == (128, 128)
+    back = seen.image.resize((32, 32), Image.NEAREST)
+    assert np.array_equal(np.asarray(back), np.asarray(image)[64:96, 32:64])
+    with pytest.raises(ToolError, match="is empty"):
+        execute(ToolCall("zoom_in", {"box": [500, 500, 400, 600], "factor": 2}), original(image))
+    with pytest.raises(ToolError, match="out of range"):
+        execute(ToolCall("zoom_in", {"box": [0, 0, 500, 500], "factor": 8}), original(image))
+
+
 def test_crop_of_an_observation_maps_back_to_the_original():
     image = gradient(128, 128)
     context = original(image)
