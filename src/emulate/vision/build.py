@@ -41,11 +41,13 @@ class VisionSize:
     lr: float
     questions: int  # questions synthesized into chains (half fine, half coarse)
     eval_questions: int  # held-out questions of each kind
+    caption_steps: int = 0  # alignment's first stage: captions of crops only
 
 
 SIZES = {
-    "micro": VisionSize(VLMShape(32, 1, 64, 1), 40, 20, 8, 3e-3, 24, 8),
-    "default": VisionSize(VLMShape(64, 2, 128, 2), 800, 300, 32, 3e-3, 1600, 100),
+    "micro": VisionSize(VLMShape(32, 1, 64, 1), 40, 20, 8, 3e-3, 24, 8, caption_steps=10),
+    "default": VisionSize(VLMShape(64, 2, 128, 2), 1200, 300, 32, 3e-3, 1600, 100,
+                          caption_steps=200),
 }
 
 
@@ -98,6 +100,10 @@ def build_world(out: str | Path | None, size: str = "default", seed: int = 0,
         )
         timings["synthesis"] = round(time.time() - started, 1)
         model = new_model(spec.shape, processor.tokenizer, seed)
+        if spec.caption_steps:
+            captions = Schedule(spec.caption_steps, spec.batch, spec.lr)
+            train(model, processor, AlignmentData(seed, captions.steps * captions.batch, True),
+                  captions, seed, bars.event, "captions")
         schedule = Schedule(spec.align_steps, spec.batch, spec.lr)
         align_loss = train(model, processor, AlignmentData(seed, schedule.steps * schedule.batch),
                            schedule, seed, bars.event, "alignment")

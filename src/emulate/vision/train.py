@@ -2,8 +2,10 @@
 
 The same code runs on several GPUs under ``accelerate launch``: the Trainer owns the loop and
 the distribution; this module only supplies data and a collator. Alignment examples are drawn
-from a seeded generator per index (a fresh scene every example, nothing to memorise): grounding
-("Find the red tile." -> the cell's box, in the call grammar) and captions of crops ("red rows").
+from a seeded generator per index (a fresh scene every example, nothing to memorise): captions
+of crops alone first ("red rows", as LLaVA's first stage trains on captions), then with
+grounding ("Find the tile in row 1, column 2." -> the cell's box, in the call grammar) and
+colours by place.
 SFT reads the verified chains; the loss covers the assistant's own tokens only.
 """
 
@@ -30,11 +32,11 @@ class Schedule:
     warmup: int = 20
 
 
-def alignment_example(seed: int, index: int) -> dict:
+def alignment_example(seed: int, index: int, captions_only: bool = False) -> dict:
     rng = scene_rng(seed, "align", index)
     scene = make_scene(rng)
     image = scene.render()
-    task = rng.random()
+    task = 1.0 if captions_only else rng.random()
     if task < 0.3:
         tile = rng.choice(scene.tiles)
         prompt, reply = chains.grounding_prompt(tile), chains.grounding_reply(tile)
@@ -58,14 +60,18 @@ def alignment_example(seed: int, index: int) -> dict:
 
 
 class AlignmentData(torch.utils.data.Dataset):
-    def __init__(self, seed: int, n: int):
-        self.seed, self.n = seed, n
+    """Alignment examples; ``captions_only`` for the first stage, where every answer needs the
+    image (with text-only tasks beside them from the start, a decoder can settle on ignoring
+    the image tokens and never learn to read them)."""
+
+    def __init__(self, seed: int, n: int, captions_only: bool = False):
+        self.seed, self.n, self.captions_only = seed, n, captions_only
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int) -> dict:
-        return alignment_example(self.seed, index)
+        return alignment_example(self.seed, index, self.captions_only)
 
 
 class ChainData(torch.utils.data.Dataset):
