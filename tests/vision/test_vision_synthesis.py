@@ -3,10 +3,12 @@
 import json
 import random
 
+import pytest
+
 from emulate.vision.dataset import load_chains, member_rows, synthesize_dataset
 from emulate.vision.runtime import run
 from emulate.vision.scenes import questions
-from emulate.vision.synthesis import FINE_RECIPES, annotator, synthesize, verify
+from emulate.vision.synthesis import FINE_RECIPES, annotator, conversation, synthesize, verify
 
 
 def test_recipes_execute_and_verify():
@@ -46,5 +48,22 @@ def test_dataset_has_images_messages_and_stats(tmp_path):
     tools = [chains[i] for i in member_rows(chains, "all", 0)]
     assert {r["recipe"] for r in tools if r["kind"] == "coarse"} == {"direct"}
     assert {r["recipe"] for r in tools if r["kind"] == "fine"} <= {
-        "focus_area", "zoom_in", "recovery-all"
+        "focus_area", "zoom_in", "recovery-all", "repair-focus_area", "repair-zoom_in"
     }
+    repairs = [r for r in chains if r["recipe"].startswith("repair-")]
+    assert repairs and all(r["skip_turns"] == [0] for r in repairs)
+
+
+@pytest.mark.parametrize("tool", ["focus_area", "zoom_in"])
+def test_a_repair_chain_reads_the_error_of_its_broken_call_and_calls_again(tool):
+    scene, question = questions(0, "train", 1, "fine")[0]
+    for index in range(6):  # both ways of breaking a call
+        trace, reason = synthesize(scene, question, f"repair-{tool}", random.Random(index))
+        assert reason is None and trace.answer == question.answer
+        assert trace.steps[0].error.startswith("error: ") and trace.steps[0].observation is None
+        assert trace.steps[1].call["name"] == tool and trace.steps[1].error is None
+        messages = conversation(trace)
+        assert messages[2] == {"role": "user", "content": [{"type": "text",
+                                                             "text": trace.steps[0].error}]}
+    plain, _ = synthesize(scene, question, tool, random.Random(0))
+    assert verify(plain, question, allowed_errors=1) == "malformed_call"  # no mistake to repair

@@ -81,6 +81,16 @@ def test_zoom_in_magnifies_a_box_by_its_factor():
         execute(ToolCall("zoom_in", {"box": [0, 0, 500, 500], "factor": 8}), original(image))
 
 
+def test_zoom_in_on_a_box_without_factor_magnifies_as_far_as_the_source_allows():
+    image = gradient(128, 128)
+    seen = execute(ToolCall("zoom_in", {"box": [250, 500, 500, 750]}), original(image))
+    assert seen.region == (32.0, 64.0, 64.0, 96.0) and seen.image.size == (128, 128)  # 4x
+    wide = execute(ToolCall("zoom_in", {"box": [0, 0, 800, 500]}), original(image))
+    assert wide.image.size == (128, 80)  # the width fills the source: 1.25x, not 4x
+    capped = execute(ToolCall("zoom_in", {"box": [0, 0, 125, 125]}), original(image))
+    assert capped.image.size == (64, 64)  # at most 4x
+
+
 def test_crop_of_an_observation_maps_back_to_the_original():
     image = gradient(128, 128)
     context = original(image)

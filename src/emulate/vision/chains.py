@@ -26,7 +26,7 @@ def look_call(tool: str, row: int, col: int) -> ToolCall:
     if tool == "focus_area":
         return ToolCall("focus_area", {"box": cell_box(row, col), "source": 0})
     if tool == "zoom_in":
-        return ToolCall("zoom_in", {"box": cell_box(row, col), "factor": 4, "source": 0})
+        return ToolCall("zoom_in", {"box": cell_box(row, col), "source": 0})
     if tool == "reuse":
         return ToolCall("reuse", {})
     raise ValueError(f"unknown tool {tool!r}")
@@ -51,6 +51,10 @@ def after_observation(question: Question, seen: Tile | None) -> str:
 def after_miss(question: Question, seen: Tile | None, retry: ToolCall) -> str:
     what = f"the {seen.colour} tile" if seen is not None else "no tile"
     return f"This shows {what}, not the tile {place(question.target)}. {retry.to_text()}"
+
+
+def after_error(call: ToolCall) -> str:
+    return f"The call failed; I try again. {call.to_text()}"
 
 
 def direct(question: Question) -> str:
@@ -91,7 +95,7 @@ def corpus() -> list[str]:
                 texts += [colour_prompt(t), answer(colour)]
                 for tool in ("focus_area", "zoom_in", "reuse"):
                     call = look_call(tool, row, col)
-                    texts += [before_call(q, call), after_miss(q, t, call)]
+                    texts += [before_call(q, call), after_miss(q, t, call), after_error(call)]
                 texts.append(after_observation(q, t))
     texts += [answer(w) for w in CODES] + [caption_prompt(), "nothing"]
     texts += [f"{c} {k}" for c in COLOURS for k in CODES]

@@ -157,7 +157,7 @@ def ask(
     for i, step in enumerate(trace.steps, 1):
         typer.echo(f"[{i}] {step.reply}")
         if step.error:
-            typer.echo(f"    error: {step.error}")
+            typer.echo(f"    {step.error}")
         if step.observation is not None:
             typer.echo(f"    observation {step.observation}: {files[step.observation]}")
     typer.echo(f"answer: {trace.answer if trace.answer is not None else '(none)'}")

@@ -3,7 +3,7 @@
 Columns: ``images`` (a list of Image features: the scene, then every observation in order),
 ``messages`` (chat format with typed content parts, as TRL reads it), ``kind`` (fine/coarse),
 ``recipe``, ``question`` (id of the question the chain answers) and ``skip_turns`` (assistant
-turns trained without loss: a recovery chain's wrong first call). ``stats.json`` counts chains
+turns trained without loss: a recovery chain's wrong first call, a repair chain's broken one). ``stats.json`` counts chains
 generated, kept, and rejected by reason, per recipe.
 """
 
@@ -20,10 +20,10 @@ from emulate.vision.synthesis import FINE_RECIPES, conversation, synthesize
 VARIANTS = ("focus_area", "zoom_in", "reuse", "all")
 # The recipes a member of each variant learns from: the main ones, and recovery chains.
 VARIANT_RECIPES = {
-    "focus_area": (("focus_area",), ("recovery-focus_area",)),
-    "zoom_in": (("zoom_in",), ("recovery-zoom_in",)),
-    "reuse": (("reuse",), ()),
-    "all": (("focus_area", "zoom_in"), ("recovery-all",)),
+    "focus_area": (("focus_area",), ("recovery-focus_area", "repair-focus_area")),
+    "zoom_in": (("zoom_in",), ("recovery-zoom_in", "repair-zoom_in")),
+    "reuse": (("reuse",), ("repair-reuse",)),
+    "all": (("focus_area", "zoom_in"), ("recovery-all", "repair-focus_area", "repair-zoom_in")),
 }
 RECOVERY_SHARE = 0.2
 
@@ -53,7 +53,7 @@ def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None) -> dic
             rows["kind"].append(kind)
             rows["recipe"].append(recipe)
             rows["question"].append(qid)
-            rows["skip_turns"].append([0] if recipe.startswith("recovery-") else [])
+            rows["skip_turns"].append([0] if recipe.startswith(("recovery-", "repair-")) else [])
         if progress:
             progress(qid + 1, len(work))
     part = {"type": Value("string"), "text": Value("string")}

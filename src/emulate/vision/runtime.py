@@ -22,6 +22,8 @@ WITHHELD = "error: the observation is withheld; answer from what you have seen."
 
 @dataclass
 class Step:
+    """One assistant turn; ``error`` is the error observation the model read after it."""
+
     reply: str
     call: dict | None = None
     error: str | None = None
@@ -95,12 +97,12 @@ def run(
             trace.answer, trace.stopped = reply.answer, "answer"
             return trace
         if reply.call is None:
-            step.error = reply.error
-            messages.append(user_turn(f"error: {reply.error}", image=False))
+            step.error = f"error: {reply.error}"
+            messages.append(user_turn(step.error, image=False))
             continue
         step.call = {"name": reply.call.name, "arguments": reply.call.arguments}
         if len(trace.calls) > max_calls:
-            step.error = f"more than {max_calls} tool calls"
+            step.error = f"error: more than {max_calls} tool calls"
             trace.stopped = "call_cap"
             return trace
         outcome = _execute(reply.call, trace, intervene, to_normalized)

@@ -5,7 +5,10 @@ it asks for the target's cell (missing it by one cell, or writing a broken call,
 any writer of chains would), reads each observation the way the encoder sees it (shrunk to its
 input, then read pixel-exactly), and answers from what it read. A chain is kept only if every call
 parsed and ran, the last observation contains the target, and the answer is right. Recovery
-chains miss on purpose and then correct themselves; coarse questions are answered directly.
+chains miss on purpose and then correct themselves; repair chains write a broken call first
+(an empty box, unbalanced JSON), read the runtime's error and call again, so a model that slips
+learns to read the error rather than to derail; coarse questions are answered directly. The
+deliberate mistake is the one turn a chain may get wrong, and it is trained without loss.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ FINE_RECIPES = (
     "recovery-focus_area",
     "recovery-zoom_in",
     "recovery-all",
+    "repair-focus_area",
+    "repair-zoom_in",
+    "repair-reuse",
 )
 MISS_RATE = 0.2
 MALFORMED_RATE = 0.03
@@ -45,7 +51,7 @@ def tile_in_view(scene: Scene, observation: Observation):
 def annotator(scene: Scene, question: Question, recipe: str, rng: random.Random):
     """The chain writer for one recipe, as a ``generate(messages, observations)`` function."""
     target = question.target
-    tool = recipe.removeprefix("recovery-")
+    tool = recipe.removeprefix("recovery-").removeprefix("repair-")
     first_tool = "focus_area" if tool == "all" else tool
     turn = [0]
 
@@ -62,6 +68,12 @@ def annotator(scene: Scene, question: Question, recipe: str, rng: random.Random)
         if recipe == "direct":
             return chains.direct(question)
         recovering = recipe.startswith("recovery-")
+        if recipe.startswith("repair-"):
+            call = chains.look_call(tool, target.row, target.col)
+            if turn[0] == 1:
+                return broken(chains.before_call(question, call), call, rng)
+            if turn[0] == 2:
+                return chains.after_error(call)
         if turn[0] == 1:
             missed = recovering or (tool != "reuse" and rng.random() < MISS_RATE)
             row, col = neighbour() if missed else (target.row, target.col)
@@ -87,9 +99,20 @@ def annotator(scene: Scene, question: Question, recipe: str, rng: random.Random)
     return generate
 
 
-def verify(trace: Trace, question: Question) -> str | None:
-    """Why a chain is rejected, or None when it is kept."""
-    if any(step.error for step in trace.steps):
+def broken(text: str, call, rng: random.Random) -> str:
+    """A call as a hurried writer breaks it: the box's last corner on its first, or a brace lost."""
+    box = call.arguments.get("box")
+    if box is not None and rng.random() < 0.5:
+        return text.replace(str(box), str([box[0], box[1], box[2], box[1]]), 1)
+    return text.replace("}}", "}", 1)
+
+
+def verify(trace: Trace, question: Question, allowed_errors: int = 0) -> str | None:
+    """Why a chain is rejected, or None when it is kept (``allowed_errors``: first turns whose
+    error is the chain's deliberate mistake)."""
+    if any(step.error for step in trace.steps[allowed_errors:]):
+        return "malformed_call"
+    if allowed_errors and not all(step.error for step in trace.steps[:allowed_errors]):
         return "malformed_call"
     if trace.answer is None:
         return "no_answer"
@@ -104,7 +127,7 @@ def verify(trace: Trace, question: Question) -> str | None:
 def synthesize(scene: Scene, question: Question, recipe: str, rng: random.Random):
     """Execute one recipe's chain through the runtime; (trace, rejection reason or None)."""
     trace = run(annotator(scene, question, recipe, rng), scene.render(), question.text)
-    return trace, verify(trace, question)
+    return trace, verify(trace, question, allowed_errors=int(recipe.startswith("repair-")))
 
 
 def conversation(trace: Trace) -> list[dict]:
@@ -114,8 +137,8 @@ def conversation(trace: Trace) -> list[dict]:
         messages.append({"role": "assistant", "content": [_text(step.reply)]})
         if step.observation is not None:
             messages.append(_user(f"Observation {step.observation}.", image=True))
-        elif step.error is not None and trace.answer is None:
-            messages.append(_user(f"error: {step.error}", image=False))
+        elif step.error is not None:
+            messages.append(_user(step.error, image=False))
     return messages
 
 

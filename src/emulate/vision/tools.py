@@ -5,9 +5,10 @@ A reply holds either ``<tool_call>{JSON}</tool_call>`` or ``<answer>...</answer>
 coordinates of the source image (``source`` 0 is the original, ``k`` the k-th observation):
 
 - ``focus_area``: ``{"box": [x0, y0, x1, y1], "source": 0}`` crops exactly that box;
-- ``zoom_in``: ``{"box": [x0, y0, x1, y1], "factor": 4, "source": 0}`` magnifies that region
-  by the factor (1 < factor <= 4); ``{"point": [x, y], "factor": 4, ...}`` magnifies the square
-  around the point whose side is the source's side divided by the factor;
+- ``zoom_in``: ``{"box": [x0, y0, x1, y1], "source": 0}`` magnifies that region as far as the
+  source's size allows, at most 4x (``"factor"`` sets it: 1 < factor <= 4);
+  ``{"point": [x, y], "factor": 4, ...}`` magnifies the square around the point whose side is
+  the source's side divided by the factor (2 when not given);
 - ``reuse``: ``{}`` puts the original image back into the context.
 
 Anything wrong in a call raises ``ToolError`` with a message written for the model to read.
@@ -105,14 +106,14 @@ def execute(call: ToolCall, observations: list[Observation]) -> Observation:
     if call.name == "focus_area":
         box = _box(call.arguments, width, height)
         return Observation(source.image.crop(box), _region(source, box))
-    factor = call.arguments.get("factor", 2)
-    if isinstance(factor, bool) or not isinstance(factor, int | float):
-        raise ToolError("factor must be a number")
-    if not 1 < factor <= MAX_FACTOR:
-        raise ToolError(f"factor {factor} is out of range: zoom_in magnifies 1 < factor <= 4")
+    factor = _factor(call.arguments)
     if "box" in call.arguments:
         box = _box(call.arguments, width, height)
+        if factor is None:  # as far as the source's size allows, at most MAX_FACTOR
+            fit = min(width / (box[2] - box[0]), height / (box[3] - box[1]))
+            factor = min(MAX_FACTOR, max(1.0, fit))
     else:
+        factor = 2 if factor is None else factor
         x, y = _coordinates(call.arguments, "point", 2)
         side_w, side_h = width / factor, height / factor
         left = min(max(x * width / SCALE - side_w / 2, 0), width - side_w)
@@ -122,6 +123,17 @@ def execute(call: ToolCall, observations: list[Observation]) -> Observation:
     size = (round(crop.width * factor), round(crop.height * factor))
     magnified = crop.resize(size, Image.NEAREST)
     return Observation(magnified, _region(source, box))
+
+
+def _factor(arguments: dict) -> float | None:
+    if "factor" not in arguments:
+        return None
+    factor = arguments["factor"]
+    if isinstance(factor, bool) or not isinstance(factor, int | float):
+        raise ToolError("factor must be a number")
+    if not 1 < factor <= MAX_FACTOR:
+        raise ToolError(f"factor {factor} is out of range: zoom_in magnifies 1 < factor <= 4")
+    return factor
 
 
 def _box(arguments: dict, width: int, height: int) -> tuple[int, int, int, int]:
