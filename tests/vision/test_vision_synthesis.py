@@ -7,7 +7,7 @@ import pytest
 
 from emulate.vision.dataset import load_chains, member_rows, synthesize_dataset
 from emulate.vision.runtime import run
-from emulate.vision.scenes import questions
+from emulate.vision.scenes import place, questions
 from emulate.vision.synthesis import FINE_RECIPES, annotator, conversation, synthesize, verify
 
 
@@ -23,6 +23,18 @@ def test_recipes_execute_and_verify():
     assert reason is None and [s.call["name"] for s in recovery.calls] == [
         "focus_area", "reuse", "focus_area"
     ]
+
+
+def test_every_call_follows_the_place_of_the_tile_it_looks_for():
+    calls = 0
+    for scene, question in questions(0, "train", 6, "fine"):
+        for recipe in FINE_RECIPES:
+            trace, reason = synthesize(scene, question, recipe, random.Random(recipe))
+            for step in trace.steps if reason is None else []:
+                if step.call is not None:
+                    assert place(question.target) in step.reply.split("<tool_call>")[0]
+                    calls += 1
+    assert calls > 20
 
 
 def test_a_wrong_crop_is_rejected_as_not_contained():

@@ -37,9 +37,16 @@ def answer(text: str) -> str:
 
 
 def before_call(question: Question, call: ToolCall) -> str:
+    """The turn that calls a tool restates which tile it looks for, right before the call.
+
+    The box (or point) is then read off the phrase just written, as in grounding, whatever came
+    earlier in the conversation: a retry after a wrong crop and the original shown again is no
+    harder than a first look.
+    """
+    where = place(question.target)
     if call.name == "reuse":
-        return f"The tile is too small; I look again. {call.to_text()}"
-    return f"The tile is too small; I look closer. {call.to_text()}"
+        return f"The tile {where} is too small; I look again. {call.to_text()}"
+    return f"The tile {where} is too small; I look closer. {call.to_text()}"
 
 
 def after_observation(question: Question, seen: Tile | None) -> str:
