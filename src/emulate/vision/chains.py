@@ -43,16 +43,25 @@ def before_call(question: Question, call: ToolCall) -> str:
     earlier in the conversation: a retry after a wrong crop and the original shown again is no
     harder than a first look.
     """
-    where = place(question.target)
+    return looking_for(question.target, call)
+
+
+def looking_for(tile: Tile, call: ToolCall) -> str:
+    where = place(tile)
     if call.name == "reuse":
         return f"The tile {where} is too small; I look again. {call.to_text()}"
     return f"The tile {where} is too small; I look closer. {call.to_text()}"
 
 
+def shows(tile: Tile | None) -> str:
+    """What a crop shows, in the words of chains and of alignment's captions alike."""
+    return "I see no tile clearly." if tile is None else f"The {tile.colour} tile shows {tile.code}."
+
+
 def after_observation(question: Question, seen: Tile | None) -> str:
     if seen is not None and seen.colour == question.target.colour:
-        return f"The {seen.colour} tile shows {seen.code}. {answer(seen.code)}"
-    return f"I see no tile clearly. {answer(question.answer)}"
+        return f"{shows(seen)} {answer(seen.code)}"
+    return f"{shows(None)} {answer(question.answer)}"
 
 
 def after_miss(question: Question, seen: Tile | None, retry: ToolCall) -> str:
@@ -60,8 +69,8 @@ def after_miss(question: Question, seen: Tile | None, retry: ToolCall) -> str:
     return f"This shows {what}, not the tile {place(question.target)}. {retry.to_text()}"
 
 
-def after_error(call: ToolCall) -> str:
-    return f"The call failed; I try again. {call.to_text()}"
+def after_error(question: Question, call: ToolCall) -> str:
+    return f"The call failed; I look again for the tile {place(question.target)}. {call.to_text()}"
 
 
 def direct(question: Question) -> str:
@@ -77,7 +86,8 @@ def colour_prompt(tile: Tile) -> str:
 
 
 def grounding_reply(tile: Tile) -> str:
-    return ToolCall("focus_area", {"box": cell_box(tile.row, tile.col), "source": 0}).to_text()
+    """A chain's first turn: SFT then starts from a model that already writes calls."""
+    return looking_for(tile, look_call("focus_area", tile.row, tile.col))
 
 
 def caption_prompt() -> str:
@@ -85,7 +95,7 @@ def caption_prompt() -> str:
 
 
 def caption_reply(tile: Tile | None) -> str:
-    return "nothing" if tile is None else f"{tile.colour} {tile.code}"
+    return shows(tile)
 
 
 def corpus() -> list[str]:
@@ -102,9 +112,13 @@ def corpus() -> list[str]:
                 texts += [colour_prompt(t), answer(colour)]
                 for tool in ("focus_area", "zoom_in", "reuse"):
                     call = look_call(tool, row, col)
-                    texts += [before_call(q, call), after_miss(q, t, call), after_error(call)]
+                    texts += [before_call(q, call), after_miss(q, t, call), after_error(q, call)]
                 texts.append(after_observation(q, t))
-    texts += [answer(w) for w in CODES] + [caption_prompt(), "nothing"]
-    texts += [f"{c} {k}" for c in COLOURS for k in CODES]
+    texts += [answer(w) for w in CODES] + [caption_prompt(), shows(None)]
+    texts += [shows(Tile(c, k, 0, 0, 0, 0)) for c in COLOURS for k in CODES]
+    texts += [
+        "error: box [0, 250, 250, 250] is empty: it needs x0 < x1 and y0 < y1",
+        "error: the tool call is not valid JSON (Expecting ',' delimiter)",
+    ]
     texts += [f"Observation {i}." for i in range(8)] + [str(v) for v in range(0, SCALE + 1, 125)]
     return texts

@@ -73,7 +73,7 @@ def annotator(scene: Scene, question: Question, recipe: str, rng: random.Random)
             if turn[0] == 1:
                 return broken(chains.before_call(question, call), call, rng)
             if turn[0] == 2:
-                return chains.after_error(call)
+                return chains.after_error(question, call)
         if turn[0] == 1:
             missed = recovering or (tool != "reuse" and rng.random() < MISS_RATE)
             row, col = neighbour() if missed else (target.row, target.col)

@@ -3,9 +3,10 @@
 The same code runs on several GPUs under ``accelerate launch``: the Trainer owns the loop and
 the distribution; this module only supplies data and a collator. Alignment examples are drawn
 from a seeded generator per index (a fresh scene every example, nothing to memorise): captions
-of crops alone first ("red rows", as LLaVA's first stage trains on captions), then with
-grounding ("Find the tile in row 1, column 2." -> the cell's box, in the call grammar) and
-colours by place.
+of crops alone first ("The red tile shows rows.", as LLaVA's first stage trains on captions),
+then with grounding ("Find the tile in row 1, column 2." -> a chain's first turn, its call on
+the cell's box) and colours by place. Captions and grounding speak the chains' own sentences,
+so SFT starts from a model that already writes them and only learns when to look and answer.
 SFT reads the verified chains; the loss covers the assistant's own tokens only.
 """
 
