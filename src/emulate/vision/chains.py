@@ -55,7 +55,9 @@ def looking_for(tile: Tile, call: ToolCall) -> str:
 
 def shows(tile: Tile | None) -> str:
     """What a crop shows, in the words of chains and of alignment's captions alike."""
-    return "I see no tile clearly." if tile is None else f"The {tile.colour} tile shows {tile.code}."
+    if tile is None:
+        return "I see no tile clearly."
+    return f"The {tile.colour} tile shows {tile.code}."
 
 
 def after_observation(question: Question, seen: Tile | None) -> str:

@@ -3,8 +3,8 @@
 Columns: ``images`` (a list of Image features: the scene, then every observation in order),
 ``messages`` (chat format with typed content parts, as TRL reads it), ``kind`` (fine/coarse),
 ``recipe``, ``question`` (id of the question the chain answers) and ``skip_turns`` (assistant
-turns trained without loss: a recovery chain's wrong first call, a repair chain's broken one). ``stats.json`` counts chains
-generated, kept, and rejected by reason, per recipe.
+turns trained without loss: a recovery chain's wrong first call, a repair chain's broken one).
+``stats.json`` counts chains generated, kept, and rejected by reason, per recipe.
 """
 
 from __future__ import annotations
