@@ -75,7 +75,7 @@ def test_ablation_trains_and_evaluates_each_variant_then_caches(micro_vision, mo
     args = ["vision", "ablate", "--world", str(micro_vision), "--json", "--n", "1"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    table = json.loads(result.stdout.splitlines()[-1])
+    table = json.loads(result.stdout)  # the bars go to stderr: stdout is the JSON alone
     assert list(table) == ["focus_area", "zoom_in", "reuse", "all"]
     assert all(set(table[v]["fine"]) == KEYS and table[v]["coarse"]["n"] == 1 for v in table)
     assert (micro_vision / "ablation" / "reuse" / "config.json").exists()
@@ -85,7 +85,7 @@ def test_ablation_trains_and_evaluates_each_variant_then_caches(micro_vision, mo
 
     monkeypatch.setattr(ablation, "run_jobs", lambda *a, **k: pytest.fail("ran again"))
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and json.loads(again.stdout.splitlines()[-1]) == table
+    assert again.exit_code == 0 and json.loads(again.stdout) == table
 
 
 def test_every_chain_reply_fits_in_one_generated_turn(micro_vision):

@@ -1,4 +1,8 @@
-"""Progress bars for training: one bar per model, fed by events from any process."""
+"""Progress bars for training: one bar per model, fed by events from any process.
+
+The bars go to stderr (the CLI's console), so that a command's stdout holds only its result:
+`--json` output parses even when stdout is a file or a pipe.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +24,15 @@ class TrainingBars:
                 TimeElapsedColumn,
             )
 
+            from emulate.common.cli import console
+
             self.progress = Progress(
                 TextColumn("{task.description:<15}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"),
                 TimeElapsedColumn(),
+                console=console,
             )
 
     def __enter__(self):
