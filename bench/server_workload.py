@@ -32,9 +32,10 @@ def world_yaml(world: Path, out: Path, server: dict, lookup: str | None = None) 
 def prompt_sets(args) -> list[tuple[list[str], list[str]]]:
     """Per repeat, the prompts of its one-client phases and of its crowded phases.
 
-    Serving a world, these are its own held-out questions, each asked in one repeat only: the
-    drafts' lookup guesses from earlier answers, and a question answered before would be
-    guessed whole, which no new question is. Otherwise the fixed PROMPTS, cycled."""
+    Serving a world, these are its own held-out questions, each asked in one repeat only (they
+    cycle only when the repeats ask for more than the world has): the drafts' lookup guesses
+    from earlier answers, and a question answered before would be guessed whole, which no new
+    question is. Otherwise the fixed PROMPTS, cycled."""
     if not args.questions:
         return [(PROMPTS, PROMPTS)] * args.repeats
     per_repeat = args.baseline_requests + args.requests
