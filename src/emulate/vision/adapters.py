@@ -17,7 +17,7 @@ from emulate.common.errors import EmulateError
 from emulate.vision.tools import SCALE, ToolCall
 
 STOP_STRINGS = ["</tool_call>", "</answer>"]
-# Room for a whole turn: the longest chain reply (a recovery call) is 51 tokens here, and a
+# Room for a whole turn: the longest chain reply (a repair's second call) is 52 tokens here; a
 # reply cut short reads as a malformed call. Generation stops at the closing tag anyway.
 MAX_NEW_TOKENS = 96
 PIXEL_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
