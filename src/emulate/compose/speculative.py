@@ -5,7 +5,10 @@ time through its own KV cache; every other model then scores the whole block in 
 the composed distribution p at each of the k+1 positions decides, per row, by the rule in
 acceptance.py (if all k stand, the bonus token is drafted from q and judged too: a draw from p).
 p and q carry the row's temperature and top-k/top-p/min-p, p also the plausibility filter, so
-the output follows the lockstep decoder's exactly; greedy rows match it token for token.
+the output follows the lockstep decoder's exactly; greedy rows match it token for token. A
+round with k = 0 (chosen where drafting does not pay, adaptive_k.py) reads each row's last token
+once in every model and judges only the last position: a lockstep step, at a lockstep step's
+cost, whose draws depend on the row's seed and position as every round's do.
 
 Rows advance independently. The draft's forwards read guesses of its next tokens along
 (lookup.py); each row keeps the guesses it drafts itself and forgets the rest. Every model's
@@ -21,13 +24,13 @@ import time
 
 import torch
 
-from emulate.compose.acceptance import position_seed, verdict
+from emulate.compose.acceptance import propose, verdict
+from emulate.compose.adaptive_k import AdaptiveK
 from emulate.compose.combine import compose_logprobs
 from emulate.compose.decoding import Decoder, Delta, merged
 from emulate.compose.drafting import (
     DEFAULT_K,
     K_MAX,
-    adapt_k,
     check_k,
     check_lookup,
     composition_state,
@@ -36,17 +39,19 @@ from emulate.compose.drafting import (
 from emulate.compose.formula import parse_formula
 from emulate.compose.lean_llama import LeanLlama
 from emulate.compose.lookup import NgramIndex, RowTexts
-from emulate.compose.sampling import SamplingParams, draw, filter_logprobs
+from emulate.compose.sampling import SamplingParams, filter_logprobs
 
 
 class SpeculativeDecoder(Decoder):
     """A `Decoder` whose `step()` drafts k tokens per row and keeps those the formula accepts.
 
     `proposed` and `accepted` count draft tokens (their ratio is `acceptance_rate`); `rounds`
-    counts steps that ran the models, `draft_forwards` the draft's forwards. k adapts to the
-    measured acceptance and forward times (`adaptive=False` keeps k fixed). `lookup`: guess the
-    draft's next tokens from each row's own text and this composition's earlier texts (True),
-    its own text only ("own"), or not at all (False).
+    counts steps that ran the models, `draft_forwards` the draft's forwards. With `adaptive`
+    (the default), `learned` (an `AdaptiveK`, shared by the composition's decoders) sets each
+    round's k from the measured acceptance and round times: k = 0 where drafting does not pay
+    at this many rows, a round that is a lockstep step; `adaptive=False` keeps k (>= 1) fixed.
+    `lookup`: guess the draft's next tokens from each row's own text and this composition's
+    earlier texts (True), its own text only ("own"), or not at all (False).
     """
 
     def __init__(self, composition, prompts, params: list[SamplingParams],
@@ -68,13 +73,12 @@ class SpeculativeDecoder(Decoder):
         self.draft_keys = [k_ for k_, ts in self.groups.items() if set(ts) & set(self.draft_terms)]
         self.verify_keys = [k_ for k_ in self.groups if k_ not in self.draft_keys]
         self.k, self.k_max, self.adaptive = k, k_max, adaptive
+        self.given_k = k  # adaptive: what a round drafts until something is measured
         self.proposed = self.accepted = self.rounds = 0
         # What earlier decoders of this composition, draft and lookup learned (else a prior).
         check_lookup(lookup)
-        self._learned = composition_state(composition).setdefault(
-            (self.draft, lookup), {"judged": 4.0, "passed": 3.0, "costs": None, "k": k})
-        if adaptive:
-            self.k = min(self._learned["k"], k_max)
+        self.learned = composition_state(composition).setdefault((self.draft, lookup),
+                                                                  AdaptiveK())
         # In the first round of a decoder that did not join, self.logits hold the drafts'
         # next-token logits after the prefill, and no token leads the block.
         self._first = not self.joining
@@ -109,7 +113,7 @@ class SpeculativeDecoder(Decoder):
     def can_merge(self, other) -> bool:
         """Between two rounds (both ran one or joined), with the same draft, lookup, forwards."""
         return (super().can_merge(other) and self.takes_rows and not other._first
-                and other._learned is self._learned and other.lean == self.lean)
+                and other.learned is self.learned and other.lean == self.lean)
 
     def merge(self, other) -> int:
         offset = super().merge(other)
@@ -143,6 +147,8 @@ class SpeculativeDecoder(Decoder):
         if not self.rows:
             return deltas
         rows, params = self.rows, [self.params[i] for i in self.rows]
+        if self.adaptive:  # 0: no drafts, a lockstep step (see adaptive_k.py)
+            self.k = self.learned.choose(len(rows), self.given_k, self.k_max)
         done = [len(self.assemblers[i].token_ids) for i in rows]
         room = min(self.budget[i] - d for i, d in zip(rows, done, strict=True))
         k = max(0, min(self.k, room - 1))  # never draft past a row's budget (or its context)
@@ -219,8 +225,8 @@ class SpeculativeDecoder(Decoder):
             now = time.perf_counter()
             costs = None if prefilling else (  # a prefill is no measure of a round's cost
                 (drafted - started) / max(k, 1), now - drafted, now - started)
-            self.k = adapt_k(self._learned, self.k, self.k_max, len(rows), judged, passed,
-                             costs)
+            tokens = sum(len(d.token_ids) for d in deltas)
+            self.learned.record(len(rows), k, judged, passed, tokens, costs)
         self._first = False
         self.rounds += 1
         self._retire()
@@ -355,28 +361,10 @@ class SpeculativeDecoder(Decoder):
                         logits[t].append(torch.where(mask, column, 0))
 
     def _propose(self, logits, j: int, params, done):
-        """Draft block position j per row: (tokens, q per row, generator per row).
-
-        Greedy rows take the draft's argmax (q None). Sampled rows draw from the draft's filtered
-        distribution q with a generator seeded by (row seed, absolute position), so a row's
-        output does not depend on k or on the other rows of the batch.
-        """
-        term_logits = [logits[t][j] for t in self.draft_terms]
-        q, generators = [None] * len(params), [None] * len(params)
-        sampled = [r for r, p in enumerate(params) if not p.greedy]
-        if not sampled and len(term_logits) == 1 and self.draft_weights[self.draft_terms[0]] > 0:
-            return term_logits[0].argmax(dim=-1).cpu(), q, generators  # one term: its argmax
-        weights = torch.tensor([list(self.draft_weights.values())], device=term_logits[0].device)
-        logq = compose_logprobs(term_logits, weights.expand(len(params), -1))
-        tokens = logq.argmax(dim=-1).cpu()
-        if sampled:
-            filtered = filter_logprobs(logq[sampled], [params[r] for r in sampled])
-            for r, probs in zip(sampled, filtered.exp().cpu().double(), strict=True):
-                seed = position_seed(self.generators[self.rows[r]].initial_seed(), done[r] + j)
-                generators[r] = torch.Generator().manual_seed(seed)
-                q[r] = probs
-                tokens[r] = draw(probs, generators[r])
-        return tokens, q, generators
+        """Draft block position j per row: (tokens, q per row, generator per row)."""
+        seeds = [self.generators[i].initial_seed() for i in self.rows]
+        return propose([logits[t][j] for t in self.draft_terms],
+                       list(self.draft_weights.values()), params, seeds, [d + j for d in done])
 
     def _target(self, logits, end: int, params, first: int = 0):
         """The lockstep decoder's distribution at block positions first..end-1.
