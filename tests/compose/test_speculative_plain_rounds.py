@@ -95,6 +95,7 @@ def test_rows_join_a_decoder_running_rounds_without_drafts(upscaled):
     decoder.step()
     late = upscaled.decoder(PROMPTS[3:], mixed()[3:], spec, joining=True)
     late.learned = script
+    late.step()  # its first tokens, off its prefill
     assert decoder.can_merge(late)
     offset = decoder.merge(late)
     while not decoder.done:

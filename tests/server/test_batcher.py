@@ -15,7 +15,8 @@ import pytest
 from tiny_models import llama, make_tokenizer
 
 from emulate import Composition, SamplingParams
-from emulate.server.batcher import Batcher, Job
+from emulate.server.batcher import Batcher
+from emulate.server.jobs import Job
 from emulate.server.protocol import CompletionRequest
 from emulate.server.translate import Served, build_rows, job_usage, response_body
 
@@ -142,6 +143,16 @@ def test_speculative_requests_join_the_running_speculative_cohort(compositions):
 
     for j in asyncio.run(scenario()):
         assert_alone(compositions, j)
+        assert_streamed(j)  # a joining row's first token, taken off its prefill, too
+
+
+def assert_streamed(j: Job) -> None:
+    """The deltas a job's rows streamed add up to their completions."""
+    texts = [""] * j.rows
+    while not j.events.empty():
+        row, text, _ = j.events.get_nowait()
+        texts[row] += text
+    assert texts == [c.text for c in j.completions]
 
 
 def test_interleaved_cohorts_each_decode_as_alone(compositions):

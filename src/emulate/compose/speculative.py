@@ -15,7 +15,9 @@ Rows advance independently. The draft's forwards read guesses of its next tokens
 cache holds a row's accepted tokens except the last one, which leads the next round's block;
 rejected positions become holes in that row's attention mask (no position id), packed away
 once they are many, so no forward is ever redone. Rows that join between rounds (`joining`)
-start in exactly that state.
+read their whole prompts in every model; their first round takes each row's first token off
+that prefill, reading nothing (a round with k = 0 and no lead), which leaves them in exactly
+that state, so a joining row's first token waits for no one's round.
 """
 
 from __future__ import annotations
@@ -59,11 +61,9 @@ class SpeculativeDecoder(Decoder):
                  k_max: int = K_MAX, lean: bool | str | None = None,
                  lookup: bool | str = True, joining: bool = False):
         check_k(k, k_max)
-        # A joining decoder reads each prompt but its last token, which leads its first round
-        # as a row's last accepted token leads every later one: its rows can merge into a
-        # running decoder's between two rounds.
+        # A joining decoder reads the whole prompts in every model, so its first round needs no
+        # forward: its rows can then merge into a running decoder's between two rounds.
         self.joining = joining
-        self.leads: dict[int, dict[str, int]] = {}  # prompt -> term -> its first round's lead
         self.draft = draft or default_draft(composition)
         self.draft_weights = parse_formula(self.draft, composition.term_names,
                                            composition.parameters)
@@ -79,12 +79,9 @@ class SpeculativeDecoder(Decoder):
         check_lookup(lookup)
         self.learned = composition_state(composition).setdefault((self.draft, lookup),
                                                                   AdaptiveK())
-        # In the first round of a decoder that did not join, self.logits hold the drafts'
-        # next-token logits after the prefill, and no token leads the block.
-        self._first = not self.joining
-        if self.joining:
-            self.leads = {i: {t: self.prompt_ids[t][i][-1] for t in self.terms}
-                          for i in self.rows}
+        # In the first round, self.logits hold the next-token logits after the prefill (of
+        # the drafts only, unless the decoder joins), and no token leads the block.
+        self._first = True
         # What the draft's guesses draw on: each row's text, with lookup=True also the history.
         history = (composition_state(composition).setdefault("history", NgramIndex())
                    if lookup is True else None)
@@ -97,21 +94,13 @@ class SpeculativeDecoder(Decoder):
         forward instead of two, and the drafts need only the draft model's prefill."""
         return not self.joining and not set(self.groups[key]) & set(self.draft_terms)
 
-    def _prefill(self, key: str, sequences: list[list[int]]) -> None:
-        if self.joining and any(len(ids) < 2 for t in self.terms for ids in self.prompt_ids[t]):
-            self.joining = False  # a one-token prompt has nothing to read before its lead
-        if not self.joining:
-            return super()._prefill(key, sequences)
-        # The logits stored only carry the row count; the first round reads the leads.
-        self._store(key, self.batches[key].prefill([ids[:-1] for ids in sequences]))
-
     @property
     def takes_rows(self) -> bool:
         """Rows join between two rounds, so not before the first."""
         return super().takes_rows and not self._first
 
     def can_merge(self, other) -> bool:
-        """Between two rounds (both ran one or joined), with the same draft, lookup, forwards."""
+        """Between two rounds (both ran one), with the same draft, lookup and forwards."""
         return (super().can_merge(other) and self.takes_rows and not other._first
                 and other.learned is self.learned and other.lean == self.lean)
 
@@ -119,7 +108,6 @@ class SpeculativeDecoder(Decoder):
         offset = super().merge(other)
         if self.texts is not None:
             self.texts.extend(other.texts)
-        self.leads.update({offset + i: lead for i, lead in other.leads.items()})
         return offset
 
     def composed_logprobs(self) -> torch.Tensor:
@@ -147,16 +135,16 @@ class SpeculativeDecoder(Decoder):
         if not self.rows:
             return deltas
         rows, params = self.rows, [self.params[i] for i in self.rows]
-        if self.adaptive:  # 0: no drafts, a lockstep step (see adaptive_k.py)
+        free = self._first and self.joining  # first tokens off the prefill: no forward
+        if self.adaptive and not free:  # 0: no drafts, a lockstep step (see adaptive_k.py)
             self.k = self.learned.choose(len(rows), self.given_k, self.k_max)
         done = [len(self.assemblers[i].token_ids) for i in rows]
         room = min(self.budget[i] - d for i, d in zip(rows, done, strict=True))
-        k = max(0, min(self.k, room - 1))  # never draft past a row's budget (or its context)
+        k = 0 if free else max(0, min(self.k, room - 1))  # never past a row's budget or context
         pending = None if self._first else self._leads(rows)
         logits = {t: [] for t in self.terms}  # term -> [(rows, V)] at block positions 0, 1, ...
         fed = dict.fromkeys(self.groups, 0)
         started = time.perf_counter()
-        prefilling = bool(self.deferred)
         if pending is None:  # the prefills' logits (deferred models: with the block, below)
             for key in self.groups.keys() - self.deferred.keys():
                 for t in self.groups[key]:
@@ -210,7 +198,6 @@ class SpeculativeDecoder(Decoder):
             if self.texts is not None:
                 self.texts.remember(rows[r], deltas[-1].token_ids,
                                     deltas[-1].finish_reason is not None)
-            self.leads.pop(rows[r], None)
         kept = torch.tensor([n for n, _ in outcomes]) + (pending is not None)
         for key, terms in self.groups.items():
             self.batches[key].keep_first(fed[key], kept.repeat(len(terms)))
@@ -223,7 +210,7 @@ class SpeculativeDecoder(Decoder):
             judged = sum(n + 1 for n, _ in outcomes)
             passed = sum(n for n, _ in outcomes) + bonus_passed
             now = time.perf_counter()
-            costs = None if prefilling else (  # a prefill is no measure of a round's cost
+            costs = None if pending is None else (  # a first round is no measure of one
                 (drafted - started) / max(k, 1), now - drafted, now - started)
             tokens = sum(len(d.token_ids) for d in deltas)
             self.learned.record(len(rows), k, judged, passed, tokens, costs)
@@ -294,11 +281,9 @@ class SpeculativeDecoder(Decoder):
         self.draft_forwards += 1
 
     def _leads(self, rows: list[int]) -> dict[str, torch.Tensor]:
-        """Per term, the token each row's block starts with: the row's last accepted token,
-        or in a joined row's first round, its prompt's last token in that term's template."""
-        return {t: torch.tensor([self.leads[i][t] if i in self.leads
-                                 else self.assemblers[i].token_ids[-1] for i in rows])
-                for t in self.terms}
+        """Per term, the token each row's block starts with: the row's last accepted token."""
+        lead = torch.tensor([self.assemblers[i].token_ids[-1] for i in rows])
+        return dict.fromkeys(self.terms, lead)
 
     def _ends(self, index: int, token: int) -> bool:
         """Whether `token` ends row `index` (an end-of-sequence token it does not ignore)."""
