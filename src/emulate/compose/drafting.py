@@ -4,8 +4,9 @@
 "lean": ..., "lookup": True | "own" | False}`. The same checks serve the decoder, the server's
 requests (before they join a batch) and its config file (before any model is loaded). The
 default draft is the smallest positive-weight term that the largest model does not run: in EFT
-up-scaling, the small tuned model. adaptive_k.py picks the number of drafts per round from
-what earlier rounds measured.
+up-scaling, the small tuned model. A k given is at least 1; with `adaptive` (the default) it is
+only where rounds start: adaptive_k.py picks the number of drafts per round from what earlier
+rounds measured, 0 (a lockstep step) where drafting does not pay at that many rows.
 """
 
 from __future__ import annotations
