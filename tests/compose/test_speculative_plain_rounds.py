@@ -105,18 +105,19 @@ def test_rows_join_a_decoder_running_rounds_without_drafts(upscaled):
     assert tokens(decoder.completion(i) for i in range(len(PROMPTS))) == tokens(alone)
 
 
-def measured(learned: AdaptiveK, rows: int, k: int, seconds: float, rounds: int = 2) -> None:
-    """`rounds` rounds of k drafts for `rows` rows, each taking `seconds`; every draft passes
-    but one, and each row emits what a round with that acceptance emits."""
+def measured(learned: AdaptiveK, rows: int, k: int, seconds: float, rounds: int = 2,
+             accepted: float = 0.8) -> None:
+    """`rounds` whole rounds of k drafts for `rows` rows, each taking `seconds` (half of it
+    drafting), in which a fraction `accepted` of the judged positions passed."""
     for _ in range(rounds):
-        learned.record(rows, k, judged=rows * (k + 1), passed=rows * k,
-                       tokens=rows * (k + 1), costs=(seconds / 10, seconds / 2, seconds))
+        judged = rows * (k + 1)
+        learned.record(rows, k, judged, round(accepted * judged), seconds, seconds / 2)
 
 
 def test_no_drafts_where_rounds_measured_slower_per_token():
     learned = AdaptiveK()
     assert learned.choose(16, 4, 16) == 4  # nothing measured: the given k
-    measured(learned, 16, 4, seconds=0.050)  # 5 tokens a row in 50 ms
+    measured(learned, 16, 4, seconds=0.050)  # ~3.4 tokens a row in 50 ms
     assert learned.choose(16, 4, 16) == 0  # rounds without drafts are measured twice first
     measured(learned, 16, 0, seconds=0.008)  # 1 token a row in 8 ms: faster
     assert learned.choose(16, 4, 16) == 0
@@ -126,16 +127,29 @@ def test_no_drafts_where_rounds_measured_slower_per_token():
     assert learned.choose(16, 4, 16) == 0
 
 
-def test_the_slower_side_is_measured_again_now_and_then():
+def test_drafting_stops_when_drafts_stop_passing_and_resumes_when_they_pass():
     learned = AdaptiveK()
-    measured(learned, 8, 3, seconds=0.010)
-    measured(learned, 8, 0, seconds=0.008)
+    measured(learned, 1, 4, seconds=0.012, accepted=0.9)
+    measured(learned, 1, 0, seconds=0.005, accepted=0.9)
+    assert learned.choose(1, 4, 16) > 0
+    measured(learned, 1, 0, seconds=0.005, rounds=6, accepted=0.0)  # the drafts miss
+    assert learned.choose(1, 4, 16) == 0
+    measured(learned, 1, 0, seconds=0.005, rounds=6, accepted=1.0)  # they pass again
+    assert learned.choose(1, 4, 16) > 0
+
+
+def test_the_kind_that_lost_is_measured_again_now_and_then():
+    learned = AdaptiveK()
+    measured(learned, 8, 3, seconds=0.010, accepted=0.9)
+    measured(learned, 8, 0, seconds=0.008, accepted=0.9)
     ks = [learned.choose(8, 3, 16) for _ in range(3 * EXPLORE_EVERY)]
     plain = [i for i, k in enumerate(ks) if k == 0]
     assert len(plain) == 3 and all(k > 0 for i, k in enumerate(ks) if i not in plain)
-    # Load changes: rounds without drafts now measure faster, and take over.
-    measured(learned, 8, 0, seconds=0.001, rounds=3)
-    assert learned.choose(8, 3, 16) == 0
+    # Load changes: rounds without drafts now measure much faster, and take over; drafting
+    # is still tried every EXPLORE_EVERY-th round.
+    measured(learned, 8, 0, seconds=0.0005, rounds=6, accepted=0.9)
+    ks = [learned.choose(8, 3, 16) for _ in range(2 * EXPLORE_EVERY)]
+    assert ks.count(0) == 2 * EXPLORE_EVERY - 2
 
 
 def test_rounds_without_drafts_leave_the_draft_cost_model_alone():
@@ -144,4 +158,4 @@ def test_rounds_without_drafts_leave_the_draft_cost_model_alone():
     costs = learned.costs
     measured(learned, 4, 0, seconds=0.003)
     assert learned.costs == costs and learned.seconds[4, 0][1] == 2
-    assert 1 <= learned.best_k(4, 16) <= 16
+    assert learned.rate(4, 0) == pytest.approx(1 / 0.003)  # one token a row per round

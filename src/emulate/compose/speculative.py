@@ -204,16 +204,14 @@ class SpeculativeDecoder(Decoder):
             self.batches[key].compact()  # rows that kept different numbers leave holes
         for t in self.terms:  # from now on only their row count matters (_retire slices them)
             self.logits[t] = logits[t][0]
-        if self.adaptive and k == full == self.k:  # (a round cut short is no evidence)
+        # (A round cut short says nothing about k; a first round reads prompts or nothing.)
+        if self.adaptive and k == full == self.k and pending is not None:
             # Every row judged its accepted drafts and one more position (a rejection, or the
             # last position, which is judged too since that is how the bonus token is drawn).
             judged = sum(n + 1 for n, _ in outcomes)
             passed = sum(n for n, _ in outcomes) + bonus_passed
-            now = time.perf_counter()
-            costs = None if pending is None else (  # a first round is no measure of one
-                (drafted - started) / max(k, 1), now - drafted, now - started)
-            tokens = sum(len(d.token_ids) for d in deltas)
-            self.learned.record(len(rows), k, judged, passed, tokens, costs)
+            self.learned.record(len(rows), k, judged, passed, time.perf_counter() - started,
+                                drafted - started)
         self._first = False
         self.rounds += 1
         self._retire()
