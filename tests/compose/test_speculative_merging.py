@@ -43,10 +43,13 @@ def test_rows_joining_between_rounds_decode_as_if_alone(upscaled, spec):
     for _ in range(2):
         decoder.step()
     late = upscaled.decoder(second, copy.deepcopy(second_params), spec, joining=True)
-    assert late.joining and decoder.can_merge(late)
+    assert late.joining and not decoder.can_merge(late)  # its first tokens come first
+    openers = first_tokens(late)
+    assert decoder.can_merge(late)
     offset = decoder.merge(late)
     decoder.step()
     later = upscaled.decoder(PROMPTS[1:2], mixed(1, 20), spec, joining=True)
+    openers += first_tokens(later)
     later_offset = decoder.merge(later)
     while not decoder.done:
         decoder.step()
@@ -58,6 +61,16 @@ def test_rows_joining_between_rounds_decode_as_if_alone(upscaled, spec):
         got = decoder.completion(index)
         assert (got.token_ids, got.text, got.finish_reason) == (
             want.token_ids, want.text, want.finish_reason), index
+    assert [d.token_ids for d in openers] == [[c.token_ids[0]] for c in expected[3:]]
+
+
+def first_tokens(joining) -> list:
+    """A joining decoder's first step: each row's first token, off the prefill (no forward)."""
+    widths = {key: batch.attention_mask.shape[1] for key, batch in joining.batches.items()}
+    deltas = joining.step()
+    assert all(len(d.token_ids) == 1 for d in deltas) and joining.draft_forwards == 0
+    assert widths == {key: b.attention_mask.shape[1] for key, b in joining.batches.items()}
+    return deltas
 
 
 def test_greedy_joined_rows_equal_lockstep(upscaled):
@@ -66,7 +79,9 @@ def test_greedy_joined_rows_equal_lockstep(upscaled):
     lockstep, _ = run(upscaled, prompts, copy.deepcopy(params))
     decoder = upscaled.decoder(prompts[:1], copy.deepcopy(params[:1]), True)
     decoder.step()
-    decoder.merge(upscaled.decoder(prompts[1:], copy.deepcopy(params[1:]), True, joining=True))
+    late = upscaled.decoder(prompts[1:], copy.deepcopy(params[1:]), True, joining=True)
+    first_tokens(late)
+    decoder.merge(late)
     while not decoder.done:
         decoder.step()
     assert [decoder.completion(i).token_ids for i in range(3)] == [c.token_ids for c in lockstep]
@@ -88,11 +103,14 @@ def test_what_cannot_merge_says_so(upscaled):
     running = upscaled.decoder(PROMPTS[:1], copy.deepcopy(params), SPEC)
     fresh = upscaled.decoder(PROMPTS[:1], copy.deepcopy(params), SPEC)  # not built to join
     joining = upscaled.decoder(PROMPTS[:1], copy.deepcopy(params), SPEC, joining=True)
+    joining.step()
     assert not running.can_merge(joining)  # the running decoder has not run its first round
     running.step()
     assert not running.can_merge(fresh) and running.can_merge(joining)
     other_draft = upscaled.decoder(PROMPTS[:1], copy.deepcopy(params), {**SPEC, "k": 2},
                                    joining=True)
+    assert not running.can_merge(other_draft)  # before its first tokens
+    other_draft.step()
     assert running.can_merge(other_draft)  # k is the running decoder's; the draft is the same
     assert not running.can_merge(upscaled.decoder(PROMPTS[:1], copy.deepcopy(params),
                                                   {**SPEC, "draft": "chat"}, joining=True))
@@ -104,13 +122,15 @@ def test_what_cannot_merge_says_so(upscaled):
         upscaled.decoder(PROMPTS[:1], params, SPEC, joining="yes")
 
 
-def test_a_one_token_prompt_starts_its_own_batch(upscaled):
-    """Nothing precedes the lead of a one-token prompt: it is decoded as a fresh decoder."""
+def test_a_one_token_prompt_joins_too(upscaled):
     assert upscaled.prompt_ids("large", "") == [upscaled.tokenizer.bos_token_id]
-    params = mixed(2, 3)
-    decoder = upscaled.decoder(["", "a"], copy.deepcopy(params), SPEC, joining=True)
-    assert not decoder.joining
+    params = mixed(3, 3)
+    decoder = upscaled.decoder(PROMPTS[:1], copy.deepcopy(params[:1]), SPEC)
+    decoder.step()
+    late = upscaled.decoder(["", "a"], copy.deepcopy(params[1:]), SPEC, joining=True)
+    first_tokens(late)
+    decoder.merge(late)
     while not decoder.done:
         decoder.step()
-    assert [decoder.completion(i).token_ids for i in range(2)] == [
-        c.token_ids for c in alone(upscaled, ["", "a"], params)]
+    assert [decoder.completion(i).token_ids for i in range(3)] == [
+        c.token_ids for c in alone(upscaled, [PROMPTS[0], "", "a"], params)]

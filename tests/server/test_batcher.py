@@ -15,7 +15,8 @@ import pytest
 from tiny_models import llama, make_tokenizer
 
 from emulate import Composition, SamplingParams
-from emulate.server.batcher import Batcher, Job
+from emulate.server.batcher import Batcher
+from emulate.server.jobs import Job
 from emulate.server.protocol import CompletionRequest
 from emulate.server.translate import Served, build_rows, job_usage, response_body
 
@@ -142,6 +143,37 @@ def test_speculative_requests_join_the_running_speculative_cohort(compositions):
 
     for j in asyncio.run(scenario()):
         assert_alone(compositions, j)
+        assert_streamed(j)  # a joining row's first token, taken off its prefill, too
+
+
+def test_a_speculative_request_done_with_its_first_token_joins_and_leaves(compositions):
+    async def scenario():
+        batcher = batcher_for(compositions, max_batch=8)
+        running = job("eft", PROMPTS[:2], [params(1, n=10), params(2, n=9)], speculative=SPEC)
+        await batcher.submit(running)
+        await step_all(batcher)
+        short = job("eft", PROMPTS[2:4], [params(3, n=1), params(4, n=1, temperature=0)],
+                    speculative=SPEC)
+        await batcher.submit(short)
+        await batcher._admit()  # its only tokens come off its prefill: done before any round
+        assert short.done.done() and batcher.metrics()["cohorts"] == 1
+        assert batcher.stats["merges"] == 0
+        await until_done(batcher, [running])
+        await batcher.close()
+        return running, short
+
+    for j in asyncio.run(scenario()):
+        assert_alone(compositions, j)
+        assert_streamed(j)
+
+
+def assert_streamed(j: Job) -> None:
+    """The deltas a job's rows streamed add up to their completions."""
+    texts = [""] * j.rows
+    while not j.events.empty():
+        row, text, _ = j.events.get_nowait()
+        texts[row] += text
+    assert texts == [c.text for c in j.completions]
 
 
 def test_interleaved_cohorts_each_decode_as_alone(compositions):

@@ -10,7 +10,33 @@ from __future__ import annotations
 
 import torch
 
-from emulate.compose.sampling import SamplingParams, draw
+from emulate.compose.combine import compose_logprobs
+from emulate.compose.sampling import SamplingParams, draw, filter_logprobs
+
+
+def propose(term_logits: list[torch.Tensor], weights: list[float], params: list[SamplingParams],
+            seeds: list[int], positions: list[int]):
+    """Draft one position per row from the draft's terms' logits (each (rows, V)), combined
+    with `weights`: (tokens, q per row, generator per row).
+
+    Greedy rows take the draft's argmax (q None). Sampled rows draw from the draft's filtered
+    distribution q with a generator seeded by (row seed, absolute position), so a row's output
+    does not depend on k or on the other rows of the batch.
+    """
+    q, generators = [None] * len(params), [None] * len(params)
+    sampled = [r for r, p in enumerate(params) if not p.greedy]
+    if not sampled and len(term_logits) == 1 and weights[0] > 0:
+        return term_logits[0].argmax(dim=-1).cpu(), q, generators  # one term: its argmax
+    weights = torch.tensor([weights], device=term_logits[0].device)
+    logq = compose_logprobs(term_logits, weights.expand(len(params), -1))
+    tokens = logq.argmax(dim=-1).cpu()
+    if sampled:
+        filtered = filter_logprobs(logq[sampled], [params[r] for r in sampled])
+        for r, probs in zip(sampled, filtered.exp().cpu().double(), strict=True):
+            generators[r] = torch.Generator().manual_seed(position_seed(seeds[r], positions[r]))
+            q[r] = probs
+            tokens[r] = draw(probs, generators[r])
+    return tokens, q, generators
 
 
 def verdict(params: SamplingParams, x: int, best, p, q, generator) -> int | None:

@@ -174,7 +174,8 @@ class Composition:
         """speculative=True or {"draft": TERM or FORMULA, "k": K, "lookup": ...}: exact
         speculative decoding (options in drafting.py, the decoder in speculative.py).
         `joining`: the decoder is to be merged into a running one of its kind (continuous
-        batching); a speculative decoder then starts in the state its rows will join."""
+        batching); a speculative one first takes its rows' first tokens off its prefill in a
+        step that runs no forward (`takes_rows` says when it can merge)."""
         prompts = checks.prompts(prompts)
         joining = checks.flag(joining, "joining")
         if not isinstance(params, (list, tuple)) or len(params) != len(prompts) or not all(

@@ -119,9 +119,9 @@ class Decoder:
     def can_merge(self, other: Decoder) -> bool:
         """Whether `merge(other)` may run: decoders of one kind, composition and terms, with
         nothing deferred (a deferred prompt has no cache to merge yet)."""
-        return (type(other) is type(self) and bool(self.rows) and not self.deferred
-                and not other.deferred and other.composition is self.composition
-                and other.terms == self.terms)
+        return (type(other) is type(self) and bool(self.rows) and bool(other.rows)
+                and not self.deferred and not other.deferred
+                and other.composition is self.composition and other.terms == self.terms)
 
     def merge(self, other: Decoder) -> int:
         """Take over `other`'s running rows, so one forward per step serves both (continuous

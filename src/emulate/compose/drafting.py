@@ -4,8 +4,9 @@
 "lean": ..., "lookup": True | "own" | False}`. The same checks serve the decoder, the server's
 requests (before they join a batch) and its config file (before any model is loaded). The
 default draft is the smallest positive-weight term that the largest model does not run: in EFT
-up-scaling, the small tuned model. `adapt_k` picks the number of drafts per round from what
-earlier rounds measured.
+up-scaling, the small tuned model. A k given is at least 1; with `adaptive` (the default) it is
+only where rounds start: adaptive_k.py picks the number of drafts per round from what earlier
+rounds measured, 0 (a lockstep step) where drafting does not pay at that many rows.
 """
 
 from __future__ import annotations
@@ -104,42 +105,6 @@ _states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def composition_state(composition) -> dict:
-    """Per-composition memory: its default draft, per (draft, lookup) what adaptive k learned,
-    and the history of texts the drafts' lookup guesses from."""
+    """Per-composition memory: its default draft, per (draft, lookup) what adaptive k learned
+    (an `AdaptiveK`), and the history of texts the drafts' lookup guesses from."""
     return _states.setdefault(composition, {})
-
-
-def adapt_k(learned: dict, k: int, k_max: int, rows: int, judged: int, passed: int,
-            costs: tuple[float, float, float] | None) -> int:
-    """The k with the most expected tokens per second, after a round that drafted k tokens for
-    `rows` rows, in which `passed` of `judged` positions were accepted.
-
-    With per-position acceptance a, a round of k drafts yields (1 - a^(k+1)) / (1 - a)
-    tokens per row. A round's time is measured for each k tried with this many rows, and
-    predicted for the others as (k + a^k) drafted tokens plus a fixed part (verifying
-    forwards, bookkeeping). All are running averages in `learned` that favour recent rounds;
-    decoders of one composition share them. `costs` (seconds per drafted token, the rest of
-    the round, the whole round) is None for a round whose time says nothing about k.
-    """
-    learned["judged"] = 0.8 * learned["judged"] + judged
-    learned["passed"] = 0.8 * learned["passed"] + passed
-    a = min(learned["passed"] / learned["judged"], 0.99)
-    seen = learned.setdefault("seen", {})  # (rows, k) -> (round seconds, rounds seen)
-    if costs is not None:
-        draft_cost, fixed_cost, seconds = costs
-        old = learned["costs"] or (draft_cost, fixed_cost)
-        learned["costs"] = tuple(0.8 * o + 0.2 * n
-                                 for o, n in zip(old, (draft_cost, fixed_cost), strict=True))
-        spent, count = seen.get((rows, k), (seconds, 0))
-        seen[rows, k] = (0.7 * spent + 0.3 * seconds, count + 1)
-    if learned["costs"] is None:
-        return k  # nothing measured yet: keep k
-    draft, fixed = learned["costs"]
-
-    def rate(k: int) -> float:
-        spent, count = seen.get((rows, k), (0.0, 0))
-        cost = spent if count >= 2 else (k + a**k) * draft + fixed
-        return (1 - a ** (k + 1)) / (1 - a) / cost
-
-    learned["k"] = max(range(1, k_max + 1), key=rate)
-    return learned["k"]

@@ -5,14 +5,19 @@ time through its own KV cache; every other model then scores the whole block in 
 the composed distribution p at each of the k+1 positions decides, per row, by the rule in
 acceptance.py (if all k stand, the bonus token is drafted from q and judged too: a draw from p).
 p and q carry the row's temperature and top-k/top-p/min-p, p also the plausibility filter, so
-the output follows the lockstep decoder's exactly; greedy rows match it token for token.
+the output follows the lockstep decoder's exactly; greedy rows match it token for token. A
+round with k = 0 (chosen where drafting does not pay, adaptive_k.py) reads each row's last token
+once in every model and judges only the last position: a lockstep step, at a lockstep step's
+cost, whose draws depend on the row's seed and position as every round's do.
 
 Rows advance independently. The draft's forwards read guesses of its next tokens along
 (lookup.py); each row keeps the guesses it drafts itself and forgets the rest. Every model's
 cache holds a row's accepted tokens except the last one, which leads the next round's block;
 rejected positions become holes in that row's attention mask (no position id), packed away
 once they are many, so no forward is ever redone. Rows that join between rounds (`joining`)
-start in exactly that state.
+read their whole prompts in every model; their first round takes each row's first token off
+that prefill, reading nothing (a round with k = 0 and no lead), which leaves them in exactly
+that state, so a joining row's first token waits for no one's round.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ import time
 
 import torch
 
-from emulate.compose.acceptance import position_seed, verdict
+from emulate.compose.acceptance import propose, verdict
+from emulate.compose.adaptive_k import AdaptiveK
 from emulate.compose.combine import compose_logprobs
 from emulate.compose.decoding import Decoder, Delta, merged
 from emulate.compose.drafting import (
     DEFAULT_K,
     K_MAX,
-    adapt_k,
     check_k,
     check_lookup,
     composition_state,
@@ -36,17 +41,19 @@ from emulate.compose.drafting import (
 from emulate.compose.formula import parse_formula
 from emulate.compose.lean_llama import LeanLlama
 from emulate.compose.lookup import NgramIndex, RowTexts
-from emulate.compose.sampling import SamplingParams, draw, filter_logprobs
+from emulate.compose.sampling import SamplingParams, filter_logprobs
 
 
 class SpeculativeDecoder(Decoder):
     """A `Decoder` whose `step()` drafts k tokens per row and keeps those the formula accepts.
 
     `proposed` and `accepted` count draft tokens (their ratio is `acceptance_rate`); `rounds`
-    counts steps that ran the models, `draft_forwards` the draft's forwards. k adapts to the
-    measured acceptance and forward times (`adaptive=False` keeps k fixed). `lookup`: guess the
-    draft's next tokens from each row's own text and this composition's earlier texts (True),
-    its own text only ("own"), or not at all (False).
+    counts steps that ran the models, `draft_forwards` the draft's forwards. With `adaptive`
+    (the default), `learned` (an `AdaptiveK`, shared by the composition's decoders) sets each
+    round's k from the measured acceptance and round times: k = 0 where drafting does not pay
+    at this many rows, a round that is a lockstep step; `adaptive=False` keeps k (>= 1) fixed.
+    `lookup`: guess the draft's next tokens from each row's own text and this composition's
+    earlier texts (True), its own text only ("own"), or not at all (False).
     """
 
     def __init__(self, composition, prompts, params: list[SamplingParams],
@@ -54,11 +61,9 @@ class SpeculativeDecoder(Decoder):
                  k_max: int = K_MAX, lean: bool | str | None = None,
                  lookup: bool | str = True, joining: bool = False):
         check_k(k, k_max)
-        # A joining decoder reads each prompt but its last token, which leads its first round
-        # as a row's last accepted token leads every later one: its rows can merge into a
-        # running decoder's between two rounds.
+        # A joining decoder reads the whole prompts in every model, so its first round needs no
+        # forward: its rows can then merge into a running decoder's between two rounds.
         self.joining = joining
-        self.leads: dict[int, dict[str, int]] = {}  # prompt -> term -> its first round's lead
         self.draft = draft or default_draft(composition)
         self.draft_weights = parse_formula(self.draft, composition.term_names,
                                            composition.parameters)
@@ -68,19 +73,15 @@ class SpeculativeDecoder(Decoder):
         self.draft_keys = [k_ for k_, ts in self.groups.items() if set(ts) & set(self.draft_terms)]
         self.verify_keys = [k_ for k_ in self.groups if k_ not in self.draft_keys]
         self.k, self.k_max, self.adaptive = k, k_max, adaptive
+        self.given_k = k  # adaptive: what a round drafts until something is measured
         self.proposed = self.accepted = self.rounds = 0
         # What earlier decoders of this composition, draft and lookup learned (else a prior).
         check_lookup(lookup)
-        self._learned = composition_state(composition).setdefault(
-            (self.draft, lookup), {"judged": 4.0, "passed": 3.0, "costs": None, "k": k})
-        if adaptive:
-            self.k = min(self._learned["k"], k_max)
-        # In the first round of a decoder that did not join, self.logits hold the drafts'
-        # next-token logits after the prefill, and no token leads the block.
-        self._first = not self.joining
-        if self.joining:
-            self.leads = {i: {t: self.prompt_ids[t][i][-1] for t in self.terms}
-                          for i in self.rows}
+        self.learned = composition_state(composition).setdefault((self.draft, lookup),
+                                                                  AdaptiveK())
+        # In the first round, self.logits hold the next-token logits after the prefill (of
+        # the drafts only, unless the decoder joins), and no token leads the block.
+        self._first = True
         # What the draft's guesses draw on: each row's text, with lookup=True also the history.
         history = (composition_state(composition).setdefault("history", NgramIndex())
                    if lookup is True else None)
@@ -93,29 +94,20 @@ class SpeculativeDecoder(Decoder):
         forward instead of two, and the drafts need only the draft model's prefill."""
         return not self.joining and not set(self.groups[key]) & set(self.draft_terms)
 
-    def _prefill(self, key: str, sequences: list[list[int]]) -> None:
-        if self.joining and any(len(ids) < 2 for t in self.terms for ids in self.prompt_ids[t]):
-            self.joining = False  # a one-token prompt has nothing to read before its lead
-        if not self.joining:
-            return super()._prefill(key, sequences)
-        # The logits stored only carry the row count; the first round reads the leads.
-        self._store(key, self.batches[key].prefill([ids[:-1] for ids in sequences]))
-
     @property
     def takes_rows(self) -> bool:
         """Rows join between two rounds, so not before the first."""
         return super().takes_rows and not self._first
 
     def can_merge(self, other) -> bool:
-        """Between two rounds (both ran one or joined), with the same draft, lookup, forwards."""
+        """Between two rounds (both ran one), with the same draft, lookup and forwards."""
         return (super().can_merge(other) and self.takes_rows and not other._first
-                and other._learned is self._learned and other.lean == self.lean)
+                and other.learned is self.learned and other.lean == self.lean)
 
     def merge(self, other) -> int:
         offset = super().merge(other)
         if self.texts is not None:
             self.texts.extend(other.texts)
-        self.leads.update({offset + i: lead for i, lead in other.leads.items()})
         return offset
 
     def composed_logprobs(self) -> torch.Tensor:
@@ -143,14 +135,16 @@ class SpeculativeDecoder(Decoder):
         if not self.rows:
             return deltas
         rows, params = self.rows, [self.params[i] for i in self.rows]
+        free = self._first and self.joining  # first tokens off the prefill: no forward
+        if self.adaptive and not free:  # 0: no drafts, a lockstep step (see adaptive_k.py)
+            self.k = self.learned.choose(len(rows), self.given_k, self.k_max)
         done = [len(self.assemblers[i].token_ids) for i in rows]
         room = min(self.budget[i] - d for i, d in zip(rows, done, strict=True))
-        k = max(0, min(self.k, room - 1))  # never draft past a row's budget (or its context)
+        k = 0 if free else max(0, min(self.k, room - 1))  # never past a row's budget or context
         pending = None if self._first else self._leads(rows)
         logits = {t: [] for t in self.terms}  # term -> [(rows, V)] at block positions 0, 1, ...
         fed = dict.fromkeys(self.groups, 0)
         started = time.perf_counter()
-        prefilling = bool(self.deferred)
         if pending is None:  # the prefills' logits (deferred models: with the block, below)
             for key in self.groups.keys() - self.deferred.keys():
                 for t in self.groups[key]:
@@ -204,23 +198,20 @@ class SpeculativeDecoder(Decoder):
             if self.texts is not None:
                 self.texts.remember(rows[r], deltas[-1].token_ids,
                                     deltas[-1].finish_reason is not None)
-            self.leads.pop(rows[r], None)
         kept = torch.tensor([n for n, _ in outcomes]) + (pending is not None)
         for key, terms in self.groups.items():
             self.batches[key].keep_first(fed[key], kept.repeat(len(terms)))
             self.batches[key].compact()  # rows that kept different numbers leave holes
         for t in self.terms:  # from now on only their row count matters (_retire slices them)
             self.logits[t] = logits[t][0]
-        if self.adaptive and k == full == self.k:  # (a round cut short is no evidence)
+        # (A round cut short says nothing about k; a first round reads prompts or nothing.)
+        if self.adaptive and k == full == self.k and pending is not None:
             # Every row judged its accepted drafts and one more position (a rejection, or the
             # last position, which is judged too since that is how the bonus token is drawn).
             judged = sum(n + 1 for n, _ in outcomes)
             passed = sum(n for n, _ in outcomes) + bonus_passed
-            now = time.perf_counter()
-            costs = None if prefilling else (  # a prefill is no measure of a round's cost
-                (drafted - started) / max(k, 1), now - drafted, now - started)
-            self.k = adapt_k(self._learned, self.k, self.k_max, len(rows), judged, passed,
-                             costs)
+            self.learned.record(len(rows), k, judged, passed, time.perf_counter() - started,
+                                drafted - started)
         self._first = False
         self.rounds += 1
         self._retire()
@@ -288,11 +279,9 @@ class SpeculativeDecoder(Decoder):
         self.draft_forwards += 1
 
     def _leads(self, rows: list[int]) -> dict[str, torch.Tensor]:
-        """Per term, the token each row's block starts with: the row's last accepted token,
-        or in a joined row's first round, its prompt's last token in that term's template."""
-        return {t: torch.tensor([self.leads[i][t] if i in self.leads
-                                 else self.assemblers[i].token_ids[-1] for i in rows])
-                for t in self.terms}
+        """Per term, the token each row's block starts with: the row's last accepted token."""
+        lead = torch.tensor([self.assemblers[i].token_ids[-1] for i in rows])
+        return dict.fromkeys(self.terms, lead)
 
     def _ends(self, index: int, token: int) -> bool:
         """Whether `token` ends row `index` (an end-of-sequence token it does not ignore)."""
@@ -355,28 +344,10 @@ class SpeculativeDecoder(Decoder):
                         logits[t].append(torch.where(mask, column, 0))
 
     def _propose(self, logits, j: int, params, done):
-        """Draft block position j per row: (tokens, q per row, generator per row).
-
-        Greedy rows take the draft's argmax (q None). Sampled rows draw from the draft's filtered
-        distribution q with a generator seeded by (row seed, absolute position), so a row's
-        output does not depend on k or on the other rows of the batch.
-        """
-        term_logits = [logits[t][j] for t in self.draft_terms]
-        q, generators = [None] * len(params), [None] * len(params)
-        sampled = [r for r, p in enumerate(params) if not p.greedy]
-        if not sampled and len(term_logits) == 1 and self.draft_weights[self.draft_terms[0]] > 0:
-            return term_logits[0].argmax(dim=-1).cpu(), q, generators  # one term: its argmax
-        weights = torch.tensor([list(self.draft_weights.values())], device=term_logits[0].device)
-        logq = compose_logprobs(term_logits, weights.expand(len(params), -1))
-        tokens = logq.argmax(dim=-1).cpu()
-        if sampled:
-            filtered = filter_logprobs(logq[sampled], [params[r] for r in sampled])
-            for r, probs in zip(sampled, filtered.exp().cpu().double(), strict=True):
-                seed = position_seed(self.generators[self.rows[r]].initial_seed(), done[r] + j)
-                generators[r] = torch.Generator().manual_seed(seed)
-                q[r] = probs
-                tokens[r] = draw(probs, generators[r])
-        return tokens, q, generators
+        """Draft block position j per row: (tokens, q per row, generator per row)."""
+        seeds = [self.generators[i].initial_seed() for i in self.rows]
+        return propose([logits[t][j] for t in self.draft_terms],
+                       list(self.draft_weights.values()), params, seeds, [d + j for d in done])
 
     def _target(self, logits, end: int, params, first: int = 0):
         """The lockstep decoder's distribution at block positions first..end-1.

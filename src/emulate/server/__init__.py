@@ -1,7 +1,7 @@
 """An OpenAI-compatible HTTP server for compositions: `emulate serve --config FILE`."""
 
 from emulate.server.app import create_app
-from emulate.server.batcher import Batcher, Job, Overloaded
+from emulate.server.batcher import Batcher
 from emulate.server.config import (
     ConfigError,
     ServerConfig,
@@ -10,6 +10,7 @@ from emulate.server.config import (
     load_config,
     parse_config,
 )
+from emulate.server.jobs import Job, Overloaded
 from emulate.server.translate import Served
 
 __all__ = [

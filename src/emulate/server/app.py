@@ -27,8 +27,9 @@ from emulate.common.errors import (
     GenerationParamsError,
     PromptTooLongError,
 )
-from emulate.server.batcher import Batcher, EmptyPromptError, Job, Overloaded
+from emulate.server.batcher import Batcher
 from emulate.server.config import ServerSettings
+from emulate.server.jobs import EmptyPromptError, Job, Overloaded
 from emulate.server.protocol import (
     APIError,
     ChatRequest,

@@ -10,9 +10,9 @@ Strategy: continuous batching by merging, with interleaving as the fallback.
   decoder runs other models) form their own cohort. Up to `max_cohorts` cohorts are stepped in
   turn, one token each; so a request never waits for another batch to finish.
 - Speculative requests (`Job.speculative`) batch the same way, between two rounds: arrivals
-  are prefilled as a *joining* decoder (every prompt but its last token, which leads the row's
-  first round as a running row's last accepted token leads its next), so they merge into the
-  running rows' state; a cohort takes no one in before its first round.
+  are prefilled as a *joining* decoder, which takes each row's first token off that prefill
+  (a step that runs no forward) and so reaches the running rows' state and merges; a request's
+  first token waits for no one's round. A cohort takes no one in before its first round.
 - Each row keeps its own SamplingParams (seed, temperature, stop, budget, weights), so requests
   with different settings share a batch, and a row's output does not depend on its batch-mates.
 
@@ -31,100 +31,17 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import torch
 
-from emulate.common.errors import EmulateError, PromptTooLongError
-from emulate.compose.decoding import Completion
+from emulate.common.errors import PromptTooLongError
 from emulate.compose.drafting import check_speculative
-from emulate.compose.sampling import SamplingParams
 from emulate.compose.templates import Prompt
+from emulate.server.jobs import Cohort, EmptyPromptError, Job, Overloaded
 
 log = logging.getLogger("emulate.server.batcher")
 
 LIFETIME = 64  # a cohort admits up to max_batch * LIFETIME requests over its life
-
-
-class Overloaded(Exception):
-    """The queue is full; retry after `retry_after` seconds."""
-
-    def __init__(self, message: str, retry_after: int = 1):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class EmptyPromptError(EmulateError, ValueError):
-    """A prompt that renders to no tokens for some term (nothing to condition on)."""
-
-
-class Job:
-    """One API request: `prompts[i]` decoded with `params[i]` (prompts x n rows)."""
-
-    def __init__(self, model: str, prompts: list[Prompt], params: list[SamplingParams],
-                 speculative: bool | dict | None = None):
-        loop = asyncio.get_running_loop()
-        self.model = model
-        self.prompts = prompts
-        self.params = params
-        self.speculative = speculative  # None: lockstep; True or options: speculative decoding
-        self.rows = len(prompts)
-        self.terms: tuple[str, ...] = ()  # the models its rows need (set when checked)
-        self.events: asyncio.Queue = asyncio.Queue()  # (row, text, finish_reason) or Exception
-        self.completions: list[Completion | None] = [None] * self.rows
-        self.started: asyncio.Future = loop.create_future()  # prefilled, in a cohort
-        self.done: asyncio.Future = loop.create_future()  # every row finished
-        self.cancelled = False
-        self.queued_at = 0.0
-        self._remaining = self.rows
-
-    @property
-    def kind(self) -> tuple:
-        """Jobs of one kind can share a decoder: same composition, models and decoding method."""
-        method = None
-        if self.speculative is not None:
-            method = tuple(sorted((self.speculative if isinstance(self.speculative, dict)
-                                   else {}).items()))
-        return self.model, self.terms, method
-
-    def deliver(self, row: int, text: str, finish_reason: str | None,
-                completion: Completion | None) -> None:
-        self.events.put_nowait((row, text, finish_reason))
-        if finish_reason is not None:
-            self.completions[row] = completion
-            self._remaining -= 1
-            if self._remaining == 0 and not self.done.done():
-                self.done.set_result(self.completions)
-
-    def fail(self, error: Exception) -> None:
-        for future in (self.started, self.done):
-            if not future.done():
-                future.set_exception(error)
-                future.exception()  # marked retrieved: its waiter may be gone
-        self.events.put_nowait(error)
-
-    def abandon(self) -> None:
-        """The client is gone: nobody waits on this job any more."""
-        self.cancelled = True
-        self.started.cancel()
-        self.done.cancel()
-
-
-@dataclass
-class Cohort:
-    """One Decoder in flight; its prompt r belongs to owners[r] = (job, the job's row)."""
-
-    model: str
-    kind: tuple
-    decoder: object
-    owners: list[tuple[Job, int]]
-    live: set[int] = field(default_factory=set)  # decoder prompts still decoding
-    cancels: set[int] = field(default_factory=set)  # to cancel before the next step
-
-    def add(self, jobs: list[Job]) -> None:
-        start = len(self.owners)
-        self.owners += [(job, r) for job in jobs for r in range(job.rows)]
-        self.live |= set(range(start, len(self.owners)))
 
 
 class Batcher:
@@ -291,9 +208,12 @@ class Batcher:
         composition = self.compositions[model]
         prompts = [p for job in jobs for p in job.prompts]
         params = [p for job in jobs for p in job.params]
+        first = []  # a speculative decoder that joins takes its first tokens off its prefill
         try:
             decoder = await self.run(composition.decoder, prompts, params, jobs[0].speculative,
                                      target is not None)
+            if target is not None and not decoder.takes_rows and not decoder.done:
+                first = await self.run(decoder.step)
         except Exception as exc:  # checked at submit, so unexpected: isolate the culprit
             if len(jobs) == 1:
                 jobs[0].fail(exc)
@@ -304,7 +224,9 @@ class Batcher:
             return
         self.stats["prefills"] += 1
         log.debug("prefilled %d rows (%s)", len(prompts), "merge" if target else "new cohort")
-        if target is not None and target in self._cohorts and target.decoder.can_merge(decoder):
+        offset = 0
+        if (target is not None and target in self._cohorts and not decoder.done
+                and target.decoder.can_merge(decoder)):
             self._apply_cancels(target)
             offset = await self.run(target.decoder.merge, decoder)
             assert offset == len(target.owners), "decoder and cohort disagree on prompt indices"
@@ -313,7 +235,8 @@ class Batcher:
         else:
             target = Cohort(model, jobs[0].kind, decoder, [])
             target.add(jobs)
-            self._cohorts.append(target)
+            if not decoder.done:  # (every row may have ended with its first token)
+                self._cohorts.append(target)
         for job in jobs:
             if job.cancelled:  # gone while it was being prefilled
                 for index, (owner, _) in enumerate(target.owners):
@@ -323,6 +246,9 @@ class Batcher:
                         self.stats["cancelled_rows"] += 1
             elif not job.started.done():
                 job.started.set_result(True)
+        for delta in first:
+            delta.index += offset
+        self._deliver(target, first)
 
     def _apply_cancels(self, cohort: Cohort) -> None:
         for index in cohort.cancels:
@@ -344,6 +270,14 @@ class Batcher:
         self.stats["steps"] += 1
         log.debug("stepped %d rows of cohort %x (%d cohorts, %d waiting)", len(deltas),
                   id(cohort) & 0xFFFF, len(self._cohorts), len(self._waiting))
+        self._deliver(cohort, deltas)
+        if decoder.done:
+            self._cohorts.remove(cohort)
+            self.stats["drafted"] += getattr(decoder, "proposed", 0)
+            self.stats["accepted_drafts"] += getattr(decoder, "accepted", 0)
+
+    def _deliver(self, cohort: Cohort, deltas) -> None:
+        """Route each delta (indexed by the cohort's decoder prompts) to its job's row."""
         for delta in deltas:
             job, row = cohort.owners[delta.index]
             if job.cancelled or delta.finish_reason == "cancelled":
@@ -352,14 +286,10 @@ class Batcher:
             completion = None
             if delta.finish_reason is not None:
                 cohort.live.discard(delta.index)
-                completion = decoder.completion(delta.index)
+                completion = cohort.decoder.completion(delta.index)
             job.deliver(row, delta.text, delta.finish_reason, completion)
             if job.done.done():
                 self.stats["completed"] += 1
-        if decoder.done:
-            self._cohorts.remove(cohort)
-            self.stats["drafted"] += getattr(decoder, "proposed", 0)
-            self.stats["accepted_drafts"] += getattr(decoder, "accepted", 0)
 
 
 def _inference(fn, *args):

@@ -71,7 +71,9 @@ class SpeculativeOptions(BaseModel):
 
     draft: str | None = None  # a term or a formula of terms; default: the small tuned term
     k: int | None = Field(None, ge=1, le=16)  # drafts per round to start from
-    adaptive: bool | None = None  # adapt k to the measured acceptance (default) or keep it
+    # adapt k to the measured acceptance and round times (default; a round may then draft
+    # none where drafting does not pay at its row count) or keep it
+    adaptive: bool | None = None
 
     def options(self) -> dict:
         return self.model_dump(exclude_none=True)

@@ -11,8 +11,8 @@ import json
 
 from emulate.common.errors import GenerationParamsError
 from emulate.compose.sampling import Plausibility, SamplingParams
-from emulate.server.batcher import Job
 from emulate.server.config import CompositionSpec
+from emulate.server.jobs import Job
 from emulate.server.protocol import (
     APIError,
     ChatRequest,

@@ -1,0 +1,83 @@
+"""How many tokens a speculative round drafts: chosen per round from what earlier rounds measured.
+
+k = 0 is a round with no drafts: every model reads each row's last token once and each row takes
+one token from the composed distribution, which is a lockstep step. Drafting pays only where
+verifying a block of k + 1 tokens costs far less than k + 1 steps and the drafts are accepted
+often enough: with few rows, or on an accelerator with room to spare. On a CPU with many rows a
+forward's cost grows with the tokens it reads, so a round costs about as much as the tokens it
+yields, plus the drafts. Which case holds is measured per row count, never assumed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+EXPLORE_EVERY = 16  # every 16th round at a row count measures the best k of the other kind
+MEMORY = 0.3  # weight of the newest round in a running average
+
+
+class AdaptiveK:
+    """What the rounds of one composition's speculative decoders (one draft and lookup) measured,
+    and the k it implies for the next round. Decoders of one composition share it.
+
+    With per-position acceptance a, k drafts yield (1 - a^(k+1)) / (1 - a) tokens per row, and a
+    round without drafts yields 1. A round's time is measured for each k tried with this many
+    rows, and predicted for the drafting k not yet tried as (k + a^k) drafted tokens plus a fixed
+    part (verifying forwards, bookkeeping). The k with the most expected tokens per second runs,
+    0 included. Rounds without drafts are measured twice at a row count before they compete, and
+    every `EXPLORE_EVERY`-th round at a row count runs the best k of the kind that lost (0, or the
+    best k > 0), so both times stay current as load changes. Acceptance comes from every round
+    (one without drafts still judges the draft's proposal for the position it fills), so drafting
+    resumes as soon as the rows' drafts are accepted again.
+    """
+
+    def __init__(self, judged: float = 4.0, passed: float = 3.0):
+        self.judged, self.passed = judged, passed  # running counts of judged / accepted drafts
+        self.costs: tuple[float, float] | None = None  # (s per drafted token, rest of a round)
+        self.seconds: dict[tuple[int, int], tuple[float, int]] = {}  # (rows, k) -> (s, rounds)
+        self.rounds: Counter = Counter()  # rows -> choices made for that many rows
+
+    @property
+    def acceptance(self) -> float:
+        return min(self.passed / self.judged, 0.99)
+
+    def record(self, rows: int, k: int, judged: int, passed: int, seconds: float,
+               drafting: float) -> None:
+        """A round of k drafts (0: none) for `rows` rows, which judged `judged` positions and
+        accepted `passed`, took `seconds`, `drafting` of them drafting. Only rounds that drafted
+        all they meant to count (not one cut short by a row's end or budget, nor a first round,
+        which reads prompts or nothing)."""
+        self.judged = 0.8 * self.judged + judged
+        self.passed = 0.8 * self.passed + passed
+        old, count = self.seconds.get((rows, k), (seconds, 0))
+        self.seconds[rows, k] = (_mix(old, seconds), count + 1)
+        if k > 0:  # a round without drafts has no drafted part to split off
+            costs = (drafting / k, seconds - drafting)
+            old_costs = self.costs or costs
+            self.costs = (_mix(old_costs[0], costs[0]), _mix(old_costs[1], costs[1]))
+
+    def choose(self, rows: int, k: int, k_max: int) -> int:
+        """The k of the next round for `rows` rows (0: no drafts); `k` when nothing is known."""
+        self.rounds[rows] += 1
+        if self.costs is None:
+            return min(k, k_max)  # nothing measured yet: the given k
+        if self.seconds.get((rows, 0), (0.0, 0))[1] < 2:
+            return 0
+        drafting = max(range(1, k_max + 1), key=lambda k: self.rate(rows, k))
+        best = drafting if self.rate(rows, drafting) >= self.rate(rows, 0) else 0
+        if self.rounds[rows] % EXPLORE_EVERY == 0:
+            return 0 if best else drafting
+        return best
+
+    def rate(self, rows: int, k: int) -> float:
+        """Expected tokens per second per row of a round of k drafts for `rows` rows."""
+        a = self.acceptance
+        spent, count = self.seconds.get((rows, k), (0.0, 0))
+        if count < 2:
+            draft, fixed = self.costs
+            spent = (k + a**k) * draft + fixed
+        return (1 - a ** (k + 1)) / (1 - a) / spent
+
+
+def _mix(old: float, new: float) -> float:
+    return (1 - MEMORY) * old + MEMORY * new
