@@ -39,7 +39,7 @@ def answer(text: str) -> str:
 def before_call(question: Question, call: ToolCall) -> str:
     """The turn that calls a tool restates which tile it looks for, right before the call.
 
-    The box (or point) is then read off the phrase just written, as in grounding, whatever came
+    The box is then read off the phrase just written, as in grounding, whatever came
     earlier in the conversation: a retry after a wrong crop and the original shown again is no
     harder than a first look.
     """

@@ -22,7 +22,8 @@ WITHHELD = "error: the observation is withheld; answer from what you have seen."
 
 @dataclass
 class Step:
-    """One assistant turn; ``error`` is the error observation the model read after it."""
+    """One assistant turn; ``error`` is the error observation the model read after it (or, at
+    the call cap, why the trace stopped there)."""
 
     reply: str
     call: dict | None = None

@@ -79,7 +79,7 @@ def annotator(scene: Scene, question: Question, recipe: str, rng: random.Random)
             row, col = neighbour() if missed else (target.row, target.col)
             text = chains.before_call(question, chains.look_call(first_tool, row, col))
             if not recovering and rng.random() < MALFORMED_RATE:
-                text = text.replace("}}", "}", 1)  # a slip of the pen: unbalanced JSON
+                text = unbalanced(text)  # a slip of the pen
             return text
         last_was_image = messages[-1]["content"][-1]["type"] == "image"
         if last_was_image:
@@ -104,6 +104,11 @@ def broken(text: str, call, rng: random.Random) -> str:
     box = call.arguments.get("box")
     if box is not None and rng.random() < 0.5:
         return text.replace(str(box), str([box[0], box[1], box[2], box[1]]), 1)
+    return unbalanced(text)
+
+
+def unbalanced(text: str) -> str:
+    """The call's JSON with a closing brace lost."""
     return text.replace("}}", "}", 1)
 
 
