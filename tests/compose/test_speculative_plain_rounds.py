@@ -159,3 +159,19 @@ def test_rounds_without_drafts_leave_the_draft_cost_model_alone():
     measured(learned, 4, 0, seconds=0.003)
     assert learned.costs == costs and learned.seconds[4, 0][1] == 2
     assert learned.rate(4, 0) == pytest.approx(1 / 0.003)  # one token a row per round
+
+
+def test_untried_k_is_predicted_from_rounds_at_as_many_rows():
+    # A full batch measured k = 3 (and rounds without drafts), then one row ran alone for a
+    # while, where rounds cost a third as much. The full batch's next k comes from what full
+    # batches cost, not from the lone row's cheap rounds (which would make every untried large
+    # k look best, and have the batch try each in turn).
+    learned = AdaptiveK()
+    measured(learned, 16, 3, seconds=0.030, accepted=0.85)
+    measured(learned, 16, 0, seconds=0.0125, accepted=0.85)
+    measured(learned, 1, 5, seconds=0.011, rounds=10, accepted=0.85)
+    measured(learned, 1, 0, seconds=0.006, accepted=0.85)
+    assert learned.choose(16, 4, 16) == 3
+    assert learned.choose(1, 4, 16) > 3  # the lone row keeps its long blocks
+    measured(learned, 12, 0, seconds=0.011, accepted=0.85)
+    assert learned.choose(12, 4, 16) in (3, 4)  # drafting costs as at the nearest: 16 rows

@@ -10,6 +10,7 @@ yields, plus the drafts. Which case holds is measured per row count, never assum
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 EXPLORE_EVERY = 16  # every 16th round at a row count measures the best k of the other kind
@@ -23,7 +24,10 @@ class AdaptiveK:
     With per-position acceptance a, k drafts yield (1 - a^(k+1)) / (1 - a) tokens per row, and a
     round without drafts yields 1. A round's time is measured for each k tried with this many
     rows, and predicted for the drafting k not yet tried as (k + a^k) drafted tokens plus a fixed
-    part (verifying forwards, bookkeeping). The k with the most expected tokens per second runs,
+    part (verifying forwards, bookkeeping), both measured at this many rows (else at the nearest
+    row count measured: one row's round costs a third of sixteen's on a CPU, so a model shared
+    by all row counts would send a full batch to try every large k in turn). The k with the
+    most expected tokens per second runs,
     0 included. Rounds without drafts are measured twice at a row count before they compete, and
     every `EXPLORE_EVERY`-th round at a row count runs the best k of the kind that lost (0, or the
     best k > 0), so both times stay current as load changes. Acceptance comes from every round
@@ -33,7 +37,8 @@ class AdaptiveK:
 
     def __init__(self, judged: float = 4.0, passed: float = 3.0):
         self.judged, self.passed = judged, passed  # running counts of judged / accepted drafts
-        self.costs: tuple[float, float] | None = None  # (s per drafted token, rest of a round)
+        # rows -> (s per drafted token, rest of a round)
+        self.costs: dict[int, tuple[float, float]] = {}
         self.seconds: dict[tuple[int, int], tuple[float, int]] = {}  # (rows, k) -> (s, rounds)
         self.rounds: Counter = Counter()  # rows -> choices made for that many rows
 
@@ -53,13 +58,13 @@ class AdaptiveK:
         self.seconds[rows, k] = (_mix(old, seconds), count + 1)
         if k > 0:  # a round without drafts has no drafted part to split off
             costs = (drafting / k, seconds - drafting)
-            old_costs = self.costs or costs
-            self.costs = (_mix(old_costs[0], costs[0]), _mix(old_costs[1], costs[1]))
+            old_costs = self.costs.get(rows, costs)
+            self.costs[rows] = (_mix(old_costs[0], costs[0]), _mix(old_costs[1], costs[1]))
 
     def choose(self, rows: int, k: int, k_max: int) -> int:
         """The k of the next round for `rows` rows (0: no drafts); `k` when nothing is known."""
         self.rounds[rows] += 1
-        if self.costs is None:
+        if not self.costs:
             return min(k, k_max)  # nothing measured yet: the given k
         if self.seconds.get((rows, 0), (0.0, 0))[1] < 2:
             return 0
@@ -74,7 +79,8 @@ class AdaptiveK:
         a = self.acceptance
         spent, count = self.seconds.get((rows, k), (0.0, 0))
         if count < 2:
-            draft, fixed = self.costs
+            nearest = min(self.costs, key=lambda measured: abs(math.log(measured / rows)))
+            draft, fixed = self.costs[nearest]
             spent = (k + a**k) * draft + fixed
         return (1 - a ** (k + 1)) / (1 - a) / spent
 
