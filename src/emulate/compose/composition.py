@@ -111,9 +111,10 @@ class Composition:
         """The prompt rendered and tokenized as `term` reads it. A server's checks, then its
         decoder, ask for the same ids, and rendering a chat template is not free (about 8% of a
         server's CPU on short requests): each prompt is rendered once per template and
-        tokenizer."""
-        tokenizer = self.loaded[self.model_key(term)].tokenizer
-        key = (self.templates[term], id(tokenizer), repr(prompt))
+        tokenizer (copies of one tokenizer count as one, `LoadedModel.tokenizer_key`)."""
+        loaded = self.loaded[self.model_key(term)]
+        tokenizer = loaded.tokenizer
+        key = (self.templates[term], loaded.tokenizer_key, repr(prompt))
         if key not in self._prompt_cache:
             ids = tuple(self.templates[term].token_ids(prompt, tokenizer))
             if len(self._prompt_cache) >= 1024:  # distinct prompts must not grow it forever

@@ -7,9 +7,12 @@ those padding rows are ignored, and the composition runs over the shared tokeniz
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -34,6 +37,20 @@ class LoadedModel:
             if isinstance(value, int) and value > 0:
                 return value
         return None
+
+    @cached_property
+    def tokenizer_key(self) -> tuple:
+        """Equal for tokenizers that render and tokenize every prompt alike (one vocabulary,
+        pre- and post-processing, chat template and special tokens), so a prompt is rendered
+        once for all the terms whose checkpoints ship copies of one tokenizer, as a model family
+        does. A tokenizer without a serialized backend is only equal to itself."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return ("object", id(self.tokenizer))
+        text = json.dumps([type(self.tokenizer).__name__, backend.to_str(),
+                           getattr(self.tokenizer, "chat_template", None),
+                           repr(getattr(self.tokenizer, "special_tokens_map", None))])
+        return ("content", hashlib.sha256(text.encode()).hexdigest())
 
     @property
     def eos_token_ids(self) -> set[int]:
