@@ -388,20 +388,3 @@ def test_each_prompt_is_rendered_once_and_read_as_its_template_says(family, monk
     assert composition.prompt_ids("large", "hi there") == composition.prompt_ids("large", chat)
     assert len(renders) == 3  # a string is another prompt, rendered once more
 
-
-def test_tokenizers_that_differ_render_their_own_prompts(family):
-    """Only copies of one tokenizer share renders: another chat template, or another
-    vocabulary, is a tokenizer of its own."""
-    composition = upscaled(family)
-    chat = [{"role": "user", "content": "hi there"}]
-    keys = {t: composition.loaded[composition.model_key(t)].tokenizer_key
-            for t in ("large", "small", "chat")}
-    assert keys["large"] == keys["small"]
-    tokenizer = make_tokenizer()
-    tokenizer.chat_template = "{% for m in messages %}<<{{ m['content'] }}>>{% endfor %}"
-    models = {t: (composition.loaded[composition.model_key(t)].model, composition.tokenizer)
-              for t in ("large", "small")}
-    models["chat"] = (composition.loaded["chat"].model, tokenizer)
-    other = Composition(composition.formula, models, templates={"chat": "chat"})
-    assert other.loaded["chat"].tokenizer_key != keys["chat"]
-    assert other.prompt_ids("chat", chat) != composition.prompt_ids("chat", chat)

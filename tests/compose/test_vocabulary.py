@@ -115,3 +115,20 @@ def test_lean_forward_in_half_precision(tokenizers, dtype, bound):
     prompts = ["The quick", "Où est la gare?"]
     assert composition.generate(prompts, max_new_tokens=8, temperature=0) == \
         library.generate(prompts, max_new_tokens=8, temperature=0)
+
+
+def test_copies_of_one_tokenizer_share_a_key_and_others_do_not(tokenizers):
+    """Terms whose checkpoints ship copies of one tokenizer render a prompt once (one key); a
+    tokenizer with added tokens, or with another chat template, is a tokenizer of its own."""
+    base, chat = tokenizers
+    templated = make_tokenizer()
+    templated.chat_template = "{% for m in messages %}<<{{ m['content'] }}>>{% endfor %}"
+    members = {"a": (llama(len(base), seed=1), base), "b": (llama(len(base), seed=2),
+                                                           make_tokenizer()),
+               "c": (llama(len(chat), seed=3), chat), "d": (llama(len(base), seed=4), templated)}
+    composition = Composition("a + b + c - d", members, templates=dict.fromkeys(members, "chat"))
+    keys = {t: composition.loaded[t].tokenizer_key for t in members}
+    assert base is not members["b"][1] and keys["a"] == keys["b"]
+    assert len({keys["a"], keys["c"], keys["d"]}) == 3
+    prompt = [{"role": "user", "content": "hi there"}]
+    assert composition.prompt_ids("d", prompt) != composition.prompt_ids("a", prompt)
