@@ -27,9 +27,10 @@ class AdaptiveK:
     part (verifying forwards, bookkeeping), both measured at this many rows (else at the nearest
     row count measured: one row's round costs a third of sixteen's on a CPU, so a model shared
     by all row counts would send a full batch to try every large k in turn). The k with the
-    most expected tokens per second runs, 0 included. Rounds without drafts are measured twice at a row count before they compete, and
-    every `EXPLORE_EVERY`-th round at a row count runs the best k of the kind that lost (0, or the
-    best k > 0), so both times stay current as load changes. Acceptance comes from every round
+    most expected tokens per second runs, 0 included. Rounds without drafts are measured twice
+    at a row count before they compete, and every `EXPLORE_EVERY`-th round at a row count runs
+    the best k of the kind that lost (0, or the best k > 0), so both times stay current as load
+    changes. Acceptance comes from every round
     (one without drafts still judges the draft's proposal for the position it fills), so drafting
     resumes as soon as the rows' drafts are accepted again.
     """
