@@ -45,7 +45,8 @@ def free_port() -> int:
 def start_server(args, port: int) -> subprocess.Popen:
     command = [sys.executable, "-c", "from emulate.cli import app; app()", "serve",
                "--port", str(port),
-               "--host", "127.0.0.1", "--log-level", "warning", "--threads", str(args.threads)]
+               "--host", "127.0.0.1", "--log-level", "warning", "--threads", str(args.threads),
+               "--engine", args.engine]
     if args.world:
         server = {"max_cohorts": args.max_cohorts, "max_batch": args.max_batch}
         args.config = world_yaml(Path(args.world), Path(args.out).with_suffix(".yaml"), server,
@@ -156,12 +157,17 @@ async def one_request(connection: Connection, args, prompt: str,
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), 0 where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    """User + system CPU time of a process and its children (the engine process), from Linux
+    /proc; 0 where unavailable."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # the server or its child
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def phase(url: str, args, clients: int, requests: int, expected: dict,
@@ -319,6 +325,8 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=180, help="seconds per phase")
     parser.add_argument("--timeout", type=float, default=120, help="seconds per request")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    parser.add_argument("--engine", choices=["process", "thread"], default="process",
+                        help="where the server's models decode (emulate serve --engine)")
     parser.add_argument("--out", default=str(HERE / "results" / "server.json"))
     args = parser.parse_args()
     args.questions = world_questions(Path(args.world)) if args.world and not args.names else None

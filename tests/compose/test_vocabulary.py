@@ -4,6 +4,7 @@ shared vocabulary, and models loaded or run in bfloat16 / float16 on CPU."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,6 +84,14 @@ def test_loading_in_a_dtype_and_on_a_device(tokenizers, tmp_path, dtype):
     assert {p.dtype for p in pair.model.parameters()} == {want}  # objects are converted too
     with pytest.raises(ModelLoadError, match="unknown dtype 'float8'"):
         load_model(path, "m", dtype="float8")
+
+
+def test_a_corrupt_weights_file_is_a_load_error(tokenizers, tmp_path):
+    base, _ = tokenizers
+    path = save(llama(len(base), seed=1), base, tmp_path / "m")
+    (Path(path) / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError, match="cannot load model 'm'"):
+        load_model(path, "m")
 
 
 @pytest.mark.parametrize(("dtype", "bound"), [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])

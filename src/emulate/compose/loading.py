@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from safetensors import SafetensorError
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+)
 
 from emulate.common.errors import ModelLoadError, PlacementError, VocabularyMismatchError
 from emulate.compose import placement as place
@@ -102,7 +108,7 @@ def load_model(source, name: str, device: str = "cpu", dtype=None,
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         except PlacementError:
             raise
-        except (OSError, ValueError, RuntimeError, AssertionError) as exc:
+        except (OSError, ValueError, RuntimeError, AssertionError, SafetensorError) as exc:
             raise ModelLoadError(
                 f"cannot load model {name!r} from {path!r} ({place.describe_request(where)}): "
                 f"{exc}. Give a directory with a Hugging Face causal-LM checkpoint (config.json, "
@@ -123,6 +129,27 @@ def load_model(source, name: str, device: str = "cpu", dtype=None,
         if where.dtype is not None:
             model = model.to(place.torch_dtype(where.dtype))
         model = model.to(where.device)
+    return LoadedModel(name=name, model=model.eval(), tokenizer=tokenizer)
+
+
+def load_structure(source, name: str) -> LoadedModel:
+    """A checkpoint's tokenizer, config and generation config with its modules on the meta
+    device: no weights read, no memory taken. What a front end needs to render, tokenize and
+    check requests (vocabulary, end tokens, context length) while another process decodes."""
+    if not isinstance(source, (str, Path)):
+        return load_model(source, name)
+    path = str(Path(source).expanduser()) if _looks_local(str(source)) else str(source)
+    if _looks_local(path) and not Path(path).exists():
+        raise ModelLoadError(f"cannot load model {name!r}: no such directory {path!r}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = _skeleton(path)
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(path)
+        except OSError:  # no generation_config.json: the one derived from config.json stands
+            pass
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read model {name!r} from {path!r}: {exc}") from None
     return LoadedModel(name=name, model=model.eval(), tokenizer=tokenizer)
 
 

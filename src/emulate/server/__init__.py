@@ -10,12 +10,15 @@ from emulate.server.config import (
     load_config,
     parse_config,
 )
+from emulate.server.engine_process import EngineGone, EngineProcess
 from emulate.server.jobs import Job, Overloaded
 from emulate.server.translate import Served
 
 __all__ = [
     "Batcher",
     "ConfigError",
+    "EngineGone",
+    "EngineProcess",
     "Job",
     "Overloaded",
     "Served",

@@ -29,6 +29,7 @@ from emulate.common.errors import (
 )
 from emulate.server.batcher import Batcher
 from emulate.server.config import ServerSettings
+from emulate.server.engine_process import EngineGone, EngineProcess
 from emulate.server.jobs import EmptyPromptError, Job, Overloaded
 from emulate.server.protocol import (
     APIError,
@@ -48,18 +49,26 @@ class ClientGone(Exception):
 
 
 def create_app(served: dict[str, Served], settings: ServerSettings | None = None,
-               api_key: str | None = None) -> FastAPI:
-    """An app serving `served` (name -> Served); with `api_key`, /v1 requires the bearer key."""
+               api_key: str | None = None, engine: EngineProcess | None = None) -> FastAPI:
+    """An app serving `served` (name -> Served); with `api_key`, /v1 requires the bearer key.
+
+    With `engine` (an EngineProcess over the config `served` was built from), the models decode
+    in that process of their own (engine_process.py), and `served` may hold their structure
+    only; without it, they decode on a worker thread of this process."""
     if not served:
         raise ValueError("serve at least one composition")
     settings = settings or ServerSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = Batcher({name: s.composition for name, s in served.items()},
-                          settings.max_batch, settings.max_cohorts, settings.max_queue,
-                          settings.threads, settings.admit_wait)
-        batcher.start()
+        if engine is not None:
+            batcher = engine
+            await batcher.start()
+        else:
+            batcher = Batcher({name: s.composition for name, s in served.items()},
+                              settings.max_batch, settings.max_cohorts, settings.max_queue,
+                              settings.threads, settings.admit_wait)
+            batcher.start()
         app.state.batcher = batcher
         yield
         await batcher.close()
@@ -103,7 +112,11 @@ def create_app(served: dict[str, Served], settings: ServerSettings | None = None
 
     @app.get("/health")
     async def health(request: Request):
-        return {"status": "ok", "models": list(served), **request.app.state.batcher.metrics()}
+        batcher = request.app.state.batcher
+        if not getattr(batcher, "alive", True):
+            raise APIError(503, "the engine process exited; restart the server",
+                           code="engine_unavailable")
+        return {"status": "ok", "models": list(served), **batcher.metrics()}
 
     @app.get("/v1/models")
     async def list_models(request: Request):
@@ -157,6 +170,8 @@ def create_app(served: dict[str, Served], settings: ServerSettings | None = None
         except Overloaded as exc:
             raise APIError(503, str(exc), code="overloaded",
                            headers={"Retry-After": str(exc.retry_after)}) from None
+        except EngineGone as exc:
+            raise APIError(503, str(exc), code="engine_unavailable") from None
         except PromptTooLongError as exc:
             raise APIError(400, str(exc), prompt_field, "context_length_exceeded") from None
         except (GenerationParamsError, FormulaError, EmptyPromptError) as exc:

@@ -82,6 +82,7 @@ class ServerSettings:
     device: str = "cpu"
     dtype: str | None = None
     threads: int | None = None  # torch intra-op threads while serving; None = torch's default
+    engine: str = "process"  # where the models decode: "process" (their own) or "thread"
 
 
 @dataclass
@@ -239,6 +240,8 @@ def _settings(body) -> ServerSettings:
     if settings.threads is not None and (not isinstance(settings.threads, int)
                                          or settings.threads < 1):
         raise ConfigError(f"server.threads must be a positive integer, got {settings.threads!r}")
+    if settings.engine not in ("process", "thread"):
+        raise ConfigError(f"server.engine must be 'process' or 'thread', got {settings.engine!r}")
     if not isinstance(settings.max_queue, int) or settings.max_queue < 0:
         raise ConfigError(f"server.max_queue must be an integer >= 0, got {settings.max_queue!r}")
     _number(settings.queue_timeout, "server.queue_timeout")
@@ -246,11 +249,15 @@ def _settings(body) -> ServerSettings:
     return settings
 
 
-def build_compositions(config: ServerConfig) -> dict:
-    """Load every checkpoint once and build one Composition per entry."""
+def build_compositions(config: ServerConfig, weights: bool = True) -> dict:
+    """Load every checkpoint once and build one Composition per entry.
+
+    `weights=False` loads each model's structure only (tokenizer and configs, modules on the
+    meta device): enough to check and answer requests in a front end whose engine process holds
+    the weights, and it takes no memory for them."""
     from emulate.compose.composition import Composition
     from emulate.compose.drafting import check_speculative
-    from emulate.compose.loading import load_model
+    from emulate.compose.loading import load_model, load_structure
 
     settings = config.server
     loaded: dict[str, object] = {}
@@ -260,8 +267,10 @@ def build_compositions(config: ServerConfig) -> dict:
         for term, (source, _) in spec.terms.items():
             if source not in loaded:
                 try:
-                    loaded[source] = load_model(source, term, settings.device, settings.dtype,
-                                                config.placements.get(source))
+                    loaded[source] = (
+                        load_model(source, term, settings.device, settings.dtype,
+                                   config.placements.get(source))
+                        if weights else load_structure(source, term))
                 except EmulateError as exc:
                     raise ConfigError(f"compositions.{name}.terms.{term}: {exc}") from None
             models[term] = loaded[source]
