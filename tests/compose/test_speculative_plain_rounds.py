@@ -175,3 +175,16 @@ def test_untried_k_is_predicted_from_rounds_at_as_many_rows():
     assert learned.choose(1, 4, 16) > 3  # the lone row keeps its long blocks
     measured(learned, 12, 0, seconds=0.011, accepted=0.85)
     assert learned.choose(12, 4, 16) in (3, 4)  # drafting costs as at the nearest: 16 rows
+
+
+def test_untried_rounds_cost_as_much_more_as_rounds_without_drafts_do():
+    # Drafting was measured for one row only, where it did not pay (4 ms for ~1.9 tokens
+    # against 1 ms for 1). Sixteen rows' rounds without drafts cost ten times one row's: the
+    # prediction for drafting at 16 rows scales by as much, so it does not pay there either
+    # (unscaled, one row's cheap rounds would make any k look best to the full batch).
+    learned = AdaptiveK()
+    measured(learned, 1, 4, seconds=0.004, rounds=10, accepted=0.5)
+    measured(learned, 1, 0, seconds=0.001, accepted=0.5)
+    measured(learned, 16, 0, seconds=0.010, accepted=0.5)
+    assert learned.choose(1, 4, 16) == 0
+    assert learned.choose(16, 4, 16) == 0

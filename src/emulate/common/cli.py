@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
+# Off a terminal (a log file, CI), rich would wrap every table at 80 columns; the result tables
+# are wider than that. COLUMNS, when set, still decides.
+console = Console(stderr=True, width=None if sys.stderr.isatty() or "COLUMNS" in os.environ
+                  else 120)
 
 
 def fail(error: Exception) -> None:

@@ -25,8 +25,9 @@ class AdaptiveK:
     round without drafts yields 1. A round's time is measured for each k tried with this many
     rows, and predicted for the drafting k not yet tried as (k + a^k) drafted tokens plus a fixed
     part (verifying forwards, bookkeeping), both measured at this many rows (else at the nearest
-    row count measured: one row's round costs a third of sixteen's on a CPU, so a model shared
-    by all row counts would send a full batch to try every large k in turn). The k with the
+    row count measured, scaled by the ratio of the two row counts' rounds without drafts: one
+    row's round costs a third of sixteen's on a CPU, so a model shared by all row counts would
+    send a full batch to try every large k in turn). The k with the
     most expected tokens per second runs, 0 included. Rounds without drafts are measured twice
     at a row count before they compete, and every `EXPLORE_EVERY`-th round at a row count runs
     the best k of the kind that lost (0, or the best k > 0), so both times stay current as load
@@ -81,8 +82,14 @@ class AdaptiveK:
         if count < 2:
             nearest = min(self.costs, key=lambda measured: abs(math.log(measured / rows)))
             draft, fixed = self.costs[nearest]
-            spent = (k + a**k) * draft + fixed
+            spent = ((k + a**k) * draft + fixed) * self._scale(rows, nearest)
         return (1 - a ** (k + 1)) / (1 - a) / spent
+
+    def _scale(self, rows: int, measured: int) -> float:
+        """How much dearer a round is at `rows` rows than at `measured` rows, by their rounds
+        without drafts (1 where either is unmeasured)."""
+        here, there = self.seconds.get((rows, 0)), self.seconds.get((measured, 0))
+        return here[0] / there[0] if here and there and there[0] > 0 else 1.0
 
 
 def _mix(old: float, new: float) -> float:

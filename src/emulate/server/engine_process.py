@@ -38,7 +38,8 @@ class EngineProcess:
     def __init__(self, config: ServerConfig):
         self.config = config
         self._ids = itertools.count()
-        self._jobs: dict[int, Job] = {}
+        self._jobs: dict[int, Job] = {}  # key (the engine's name for a job) -> job
+        self._keys: dict[Job, int] = {}
         self._submitted: dict[int, asyncio.Future] = {}
         self._stats: dict = {}
         self._process = None
@@ -113,14 +114,13 @@ class EngineProcess:
     async def submit(self, job: Job) -> None:
         """Queue `job` in the engine; raises what the engine's checks raise (see `Batcher`)."""
         key = next(self._ids)
-        job.engine_key = key
-        self._jobs[key] = job
+        self._jobs[key], self._keys[job] = job, key
         self._submitted[key] = asyncio.get_running_loop().create_future()
         self._send(("submit", key, job.model, job.prompts, job.params, job.speculative))
         try:
             await self._submitted[key]
         except BaseException:
-            self._jobs.pop(key, None)
+            self._forget(key)
             raise
         finally:
             self._submitted.pop(key, None)
@@ -129,9 +129,14 @@ class EngineProcess:
         if job.cancelled or job.done.done():
             return
         job.abandon()
-        key = getattr(job, "engine_key", None)
-        if key is not None and self._jobs.pop(key, None) is not None:
+        key = self._keys.get(job)
+        if key is not None:
+            self._forget(key)
             self._send(("cancel", key))
+
+    def _forget(self, key: int) -> None:
+        job = self._jobs.pop(key, None)
+        self._keys.pop(job, None)
 
     def _send(self, message) -> None:
         try:
@@ -175,7 +180,7 @@ class EngineProcess:
         elif kind == "failed":
             job.fail(event[2])
         if job.done.done():
-            self._jobs.pop(key, None)
+            self._forget(key)
 
     def _engine_gone(self) -> None:
         if self._conn is not None:
@@ -193,6 +198,7 @@ class EngineProcess:
         for job in self._jobs.values():
             job.fail(error)
         self._jobs.clear()
+        self._keys.clear()
 
 
 class EngineGone(EmulateError, RuntimeError):
@@ -220,8 +226,11 @@ class Outbox:
 
     def flush(self) -> None:
         self.scheduled = False
-        self.conn.send(("events", self.events, self.batcher.metrics()))
-        self.events = []
+        events, self.events = self.events, []
+        try:
+            self.conn.send(("events", events, self.batcher.metrics()))
+        except (BrokenPipeError, OSError):  # the front end is gone; it failed its jobs itself
+            pass
 
 
 class RelayedJob(Job):
