@@ -7,7 +7,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -129,3 +133,65 @@ def test_serve_refuses_an_unknown_engine():
     result = CliRunner().invoke(cli, ["serve", "--engine", "fiber"])
     assert result.exit_code == 2
     assert "--engine must be 'process' or 'thread'" in result.output
+
+
+def test_serve_runs_the_engine_process_and_stops_it(micro_world, tmp_path):
+    """`emulate serve` as a user runs it: answers, then Ctrl-C stops both processes."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from emulate.cli import app; app()", "serve", "--port",
+         str(port), "--config", str(world_yaml(micro_world, tmp_path / "serve.yaml"))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(1200):  # (two interpreters import torch: seconds on a small machine)
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        engines = children(server.pid)
+        assert len(engines) == 1  # the engine process
+        body = {"model": EFT, "messages": QUESTION, "max_tokens": 8, "temperature": 0}
+        assert httpx.post(f"{url}{CHAT}", json=body, timeout=60).status_code == 200
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 0, server.stderr.read()
+        assert not any(Path(f"/proc/{pid}").exists() for pid in engines)
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def world_yaml(world: Path, path: Path) -> Path:
+    members = ("large_base", "small_helpful", "small_base")
+    terms = ", ".join(f"{m}: {world / m}" for m in members)
+    path.write_text(f"""
+compositions:
+  {EFT}:
+    formula: large_base + beta*(small_helpful - small_base)
+    parameters: {{beta: 1.0}}
+    template: chat
+    terms: {{{terms}}}
+server: {{threads: 1}}
+""")
+    return path
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid` (Linux /proc), the spawn machinery's tracker aside."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[1] == str(pid) and b"resource_tracker" not in command:
+            found.append(int(stat.parent.name))
+    return found
