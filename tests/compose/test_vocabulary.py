@@ -14,7 +14,7 @@ from emulate import Composition
 from emulate.common.errors import ModelLoadError
 from emulate.compose.cached_batch import CachedBatch
 from emulate.compose.lean_llama import LeanLlama
-from emulate.compose.loading import EosOutsideVocabularyWarning, load_model
+from emulate.compose.loading import EosOutsideVocabularyWarning, load_model, load_structure
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,9 @@ def test_a_corrupt_weights_file_is_a_load_error(tokenizers, tmp_path):
     (Path(path) / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelLoadError, match="cannot load model 'm'"):
         load_model(path, "m")
+    for load in (load_model, load_structure):  # a folder that is not there: no hub lookup
+        with pytest.raises(ModelLoadError, match="no such directory"):
+            load(str(tmp_path / "missing"), "m")
 
 
 @pytest.mark.parametrize(("dtype", "bound"), [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])

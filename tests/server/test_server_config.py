@@ -36,6 +36,9 @@ def test_config_errors_name_the_entry(tmp_path):
     with pytest.raises(ConfigError, match="server.max_batch"):
         parse_config({"compositions": {"x": {"formula": "a", "terms": {"a": "p"}}},
                       "server": {"max_batch": 0}})
+    with pytest.raises(ConfigError, match="server.engine must be 'process' or 'thread'"):
+        parse_config({"compositions": {"x": {"formula": "a", "terms": {"a": "p"}}},
+                      "server": {"engine": "fiber"}})
     with pytest.raises(ConfigError, match="plausibility"):
         parse_config({"compositions": {"x": {"formula": "a", "terms": {"a": "p"},
                                              "defaults": {"plausibility": "b"}}}})

@@ -93,13 +93,7 @@ def load_model(source, name: str, device: str = "cpu", dtype=None,
                 f"{model.name_or_path!r}; pass a (model, tokenizer) pair"
             ) from None
     elif isinstance(source, (str, Path)):
-        path = str(source)
-        if _looks_local(path) and not Path(path).expanduser().exists():
-            raise ModelLoadError(
-                f"cannot load model {name!r}: no such directory {path!r}. Give a directory with "
-                "a Hugging Face causal-LM checkpoint (config.json, weights, tokenizer files)."
-            )
-        path = str(Path(path).expanduser()) if _looks_local(path) else path
+        path = _checkpoint_path(source, name)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             if isinstance(where.device_map, Mapping):
@@ -138,9 +132,7 @@ def load_structure(source, name: str) -> LoadedModel:
     check requests (vocabulary, end tokens, context length) while another process decodes."""
     if not isinstance(source, (str, Path)):
         return load_model(source, name)
-    path = str(Path(source).expanduser()) if _looks_local(str(source)) else str(source)
-    if _looks_local(path) and not Path(path).exists():
-        raise ModelLoadError(f"cannot load model {name!r}: no such directory {path!r}")
+    path = _checkpoint_path(source, name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = _skeleton(path)
@@ -160,6 +152,20 @@ def _skeleton(path: str):
 
     with init_empty_weights():
         return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+
+
+def _checkpoint_path(source, name: str) -> str:
+    """A hub id as given, or a local folder expanded; a clear error for a folder that is not
+    there (instead of a hub lookup that cannot succeed)."""
+    path = str(source)
+    if not _looks_local(path):
+        return path
+    if not Path(path).expanduser().exists():
+        raise ModelLoadError(
+            f"cannot load model {name!r}: no such directory {path!r}. Give a directory with "
+            "a Hugging Face causal-LM checkpoint (config.json, weights, tokenizer files)."
+        )
+    return str(Path(path).expanduser())
 
 
 def _looks_local(path: str) -> bool:
