@@ -113,7 +113,7 @@ def create_app(served: dict[str, Served], settings: ServerSettings | None = None
     @app.get("/health")
     async def health(request: Request):
         batcher = request.app.state.batcher
-        if not getattr(batcher, "alive", True):
+        if not batcher.alive:
             raise APIError(503, "the engine process exited; restart the server",
                            code="engine_unavailable")
         return {"status": "ok", "models": list(served), **batcher.metrics()}

@@ -86,6 +86,12 @@ class Batcher:
         if self._threads:
             torch.set_num_threads(self._threads_before)
 
+    @property
+    def alive(self) -> bool:
+        """Always: the engine runs in this process (EngineProcess answers False once its own
+        process is gone)."""
+        return True
+
     def metrics(self) -> dict:
         return {"active_rows": self._active(), "queued_rows": self._reserved,
                 "cohorts": len(self._cohorts), "max_batch": self.max_batch,
