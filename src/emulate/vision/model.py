@@ -3,7 +3,8 @@
 Built from transformers' own classes and saved with its processor and chat template, so that
 ``AutoProcessor`` and ``AutoModelForImageTextToText`` load it like any checkpoint. The tower
 reads a 32x32 input in 8x8 patches (16 image tokens per image); the processor shrinks every
-image to that input with a box filter (exact 4x4 averages of the 128-pixel scene). The tokenizer
+image to that input with a bilinear filter (a filter both image-processor backends, PIL and
+torchvision, implement). The tokenizer
 is byte-level BPE trained on the grammar's own texts, digits split from words, so that each
 coordinate is one token.
 """
@@ -85,7 +86,7 @@ def new_processor(tokenizer) -> LlavaProcessor:
     images = CLIPImageProcessorPil(
         size={"height": ENCODER_SIDE, "width": ENCODER_SIDE},
         do_center_crop=False,
-        resample=Image.BOX,
+        resample=Image.BILINEAR,  # BOX exists only in the PIL backend, not torchvision's
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
