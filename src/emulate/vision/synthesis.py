@@ -39,7 +39,8 @@ MALFORMED_RATE = 0.03
 
 
 def encoder_view(observation: Observation) -> Image.Image:
-    """The observation as the encoder receives it (the processor's box-filter shrink)."""
+    """The observation at the encoder's size through an exact box filter: the chain writer's
+    test of what the view can show (the processor's bilinear shrink blurs edges a little more)."""
     return observation.image.resize((ENCODER_SIDE, ENCODER_SIDE), Image.BOX)
 
 
