@@ -12,7 +12,7 @@ from emulate.vision.model import VLMShape, assistant_labels, new_model, new_proc
 from emulate.vision.model import train_tokenizer as vision_tokenizer
 from emulate.vision.runtime import run
 from emulate.vision.scenes import make_scene, scene_rng
-from emulate.vision.tools import ToolCall
+from emulate.vision.tools import ToolCall, ToolError
 from emulate.vision.train import ChatCollator, alignment_example
 
 
@@ -82,13 +82,17 @@ class _QwenLike:
         )
 
 
-def test_qwen_boxes_in_resized_pixels_become_normalized():
+def test_qwen25_boxes_in_resized_pixels_become_normalized():
     adapter = Adapter.__new__(Adapter)
-    adapter.family, adapter.processor = "qwen2_vl", _QwenLike()
+    adapter.family, adapter.processor = "qwen2_5_vl", _QwenLike()
     image = Image.new("RGB", (300, 150))
     height, width = adapter.resized_size(image)
     assert (height, width) == (140, 308)  # multiples of 28, aspect kept, under the pixel cap
     call = ToolCall("focus_area", {"box": [77, 35, 154, 70], "source": 0})
     assert adapter.to_normalized(call, image).arguments["box"] == [250, 250, 500, 500]
     outside = ToolCall("focus_area", {"box": [0, 0, 400, 70]})  # beyond the resized width
-    assert adapter.to_normalized(outside, image).arguments["box"][2] > 1000
+    with pytest.raises(ToolError, match="outside the 308x140 image"):
+        adapter.to_normalized(outside, image)
+    adapter.family = "qwen2_vl"  # 0-1000 relative, as Qwen2-VL's grounding format
+    assert adapter.to_normalized(call, image) == call
+    assert adapter.to_normalized(call, image, "pixels").arguments["box"] == [250, 250, 500, 500]

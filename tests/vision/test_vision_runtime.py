@@ -63,7 +63,8 @@ def test_coordinates_are_mapped_before_execution():
     pixels = ToolCall("focus_area", {"box": [0, 0, 64, 64]}).to_text()
     generate, _ = scripted(pixels, "<answer>x</answer>")
 
-    def to_normalized(call, source):
+    def to_normalized(call, source, units):
+        assert units == "family"
         box = [round(v * 1000 / source.width) for v in call.arguments["box"]]
         return ToolCall(call.name, {"box": box})
 

@@ -6,6 +6,11 @@ an unknown source, a reply with neither call nor answer) becomes an error observ
 reads as the next user turn; past ``max_calls`` calls, or ``max_turns`` turns, the trace stops
 with no answer. Evaluation modes intervene on executed calls (withhold the image, move the box
 at random, or put it on the ground truth) through ``intervene``.
+
+Replies are read in a call format (``formats.py``): ``parse`` when given, else the generator's
+own ``parse`` (an adapter's, in its checkpoint's format), else the project's grammar. The call
+and turn caps are bounded (``MAX_CALLS``, ``MAX_TURNS``): a model's output never buys unbounded
+work.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from emulate.vision.tools import Observation, ToolCall, ToolError, execute, parse_reply
+from emulate.common.errors import EmulateError
+from emulate.vision.formats import pixels_to_normalized
+from emulate.vision.tools import Observation, Reply, ToolCall, ToolError, execute, parse_reply
+
+MAX_CALLS = 32  # DeepEyes allows 10 calls at evaluation, Mini-o3 12
+MAX_TURNS = 64
 
 WITHHELD = "error: the observation is withheld; answer from what you have seen."
 
@@ -37,7 +47,7 @@ class Trace:
     observations: list[Observation]
     steps: list[Step] = field(default_factory=list)
     answer: str | None = None
-    stopped: str = ""  # "answer", "call_cap", "turn_cap"
+    stopped: str = ""  # "answer", "call_cap", "turn_cap", "context"
 
     @property
     def calls(self) -> list[Step]:
@@ -67,6 +77,28 @@ def observation_text(index: int) -> str:
     return f"Observation {index}."
 
 
+class ContextError(EmulateError, ValueError):
+    """A conversation longer than the model's context (raised by a generator)."""
+
+
+class LimitError(EmulateError, ValueError):
+    """A call or turn cap outside what the runtime allows."""
+
+
+def check_caps(max_calls: int, max_turns: int | None) -> tuple[int, int]:
+    """(max_calls, max_turns), the turn cap defaulting to max_calls + 2; or a LimitError."""
+    if isinstance(max_calls, bool) or not isinstance(max_calls, int):
+        raise LimitError(f"max_calls must be an integer, got {max_calls!r}")
+    if not 0 <= max_calls <= MAX_CALLS:
+        raise LimitError(f"max_calls {max_calls} is out of range: give 0 to {MAX_CALLS}")
+    max_turns = max_turns if max_turns is not None else max_calls + 2
+    if isinstance(max_turns, bool) or not isinstance(max_turns, int):
+        raise LimitError(f"max_turns must be an integer, got {max_turns!r}")
+    if not 1 <= max_turns <= MAX_TURNS:
+        raise LimitError(f"max_turns {max_turns} is out of range: give 1 to {MAX_TURNS}")
+    return max_calls, max_turns
+
+
 Intervention = Callable[[ToolCall, list[Observation]], ToolCall | None]
 
 
@@ -77,20 +109,29 @@ def run(
     max_calls: int = 4,
     max_turns: int | None = None,
     intervene: Intervention | None = None,
-    to_normalized: Callable[[ToolCall, Image.Image], ToolCall] | None = None,
+    to_normalized: Callable[[ToolCall, Image.Image, str], ToolCall] | None = None,
+    parse: Callable[[str], Reply] | None = None,
 ) -> Trace:
     """Drive ``generate(messages, observations) -> reply text`` until an answer or a cap.
 
     ``intervene`` may replace a parsed call before it runs, or return None to withhold its image;
-    ``to_normalized`` maps a family's coordinates (e.g. absolute pixels) to 0-1000.
+    ``to_normalized(call, source, units)`` maps a family's coordinates (e.g. absolute pixels)
+    to 0-1000; without it, pixel units are read as pixels of the source image itself.
     """
+    max_calls, max_turns = check_caps(max_calls, max_turns)
+    parse = parse or getattr(generate, "parse", parse_reply)
     width, height = image.size
     trace = Trace(question, [Observation(image, (0.0, 0.0, float(width), float(height)))])
     messages = [user_turn(question, image=True)]
-    max_turns = max_turns if max_turns is not None else max_calls + 2
     while len(trace.steps) < max_turns:
-        text = generate(messages, trace.observations)
-        reply = parse_reply(text)
+        try:
+            text = generate(messages, trace.observations)
+        except ContextError:
+            if not trace.steps:
+                raise  # the question alone is too long: the caller's error
+            trace.stopped = "context"
+            return trace
+        reply = parse(text)
         step = Step(text)
         trace.steps.append(step)
         messages.append(assistant_turn(text))
@@ -106,7 +147,7 @@ def run(
             step.error = f"error: more than {max_calls} tool calls"
             trace.stopped = "call_cap"
             return trace
-        outcome = _execute(reply.call, trace, intervene, to_normalized)
+        outcome = _execute(reply.call, reply.units, trace, intervene, to_normalized)
         if isinstance(outcome, str):
             step.error = outcome
             messages.append(user_turn(outcome, image=False))
@@ -118,13 +159,16 @@ def run(
     return trace
 
 
-def _execute(call, trace, intervene, to_normalized) -> Observation | str:
+def _execute(call, units, trace, intervene, to_normalized) -> Observation | str:
     """The observation a call yields, or the error text the model reads instead."""
     try:
-        if to_normalized is not None:
-            source = call.arguments.get("source", 0)
-            if isinstance(source, int) and 0 <= source < len(trace.observations):
-                call = to_normalized(call, trace.observations[source].image)
+        source = call.arguments.get("source", 0)
+        if isinstance(source, int) and 0 <= source < len(trace.observations):
+            image = trace.observations[source].image
+            if to_normalized is not None:
+                call = to_normalized(call, image, units)
+            elif units == "pixels":
+                call = pixels_to_normalized(call, image.width, image.height)
         if intervene is not None:
             replaced = intervene(call, trace.observations)
             if replaced is None:

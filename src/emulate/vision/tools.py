@@ -11,6 +11,10 @@ coordinates of the source image (``source`` 0 is the original, ``k`` the k-th ob
   the source's side divided by the factor (2 when not given);
 - ``reuse``: ``{}`` puts the original image back into the context.
 
+No observation a call makes holds more than ``MAX_OBSERVATION_PIXELS`` pixels (2048²): a
+magnification that would exceed it magnifies less, a larger crop is scaled down, so zoom on
+zoom cannot grow without bound.
+
 Anything wrong in a call raises ``ToolError`` with a message written for the model to read.
 Each observation remembers the region of the original it shows, so containment can be checked
 whatever the source.
@@ -19,6 +23,7 @@ whatever the source.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -30,6 +35,7 @@ TOOLS = ("focus_area", "zoom_in", "reuse")
 SCALE = 1000  # normalized coordinates run from 0 to SCALE
 MAX_FACTOR = 4.0
 MIN_SIDE_PX = 4  # a box narrower than this (in source pixels) is degenerate
+MAX_OBSERVATION_PIXELS = 2048 * 2048
 CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
@@ -50,12 +56,16 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class Reply:
-    """What a model's turn asks for: a call, an answer, or neither (``error`` says why)."""
+    """What a model's turn asks for: a call, an answer, or neither (``error`` says why).
+
+    ``units`` say what the call's coordinates are: ``"family"`` (the model family's convention:
+    0-1000 for the grammar) or ``"pixels"`` of the source image as the model sees it."""
 
     text: str
     call: ToolCall | None = None
     answer: str | None = None
     error: str | None = None
+    units: str = "family"
 
 
 @dataclass(frozen=True)
@@ -83,10 +93,7 @@ def parse_reply(text: str) -> Reply:
 
 
 def parse_call(body: str) -> ToolCall:
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise ToolError(f"the tool call is not valid JSON ({exc.msg})") from None
+    data = load_json(body)
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise ToolError('the tool call needs {"name": ..., "arguments": {...}}')
     if data["name"] not in TOOLS:
@@ -97,6 +104,20 @@ def parse_call(body: str) -> ToolCall:
     return ToolCall(data["name"], arguments)
 
 
+def load_json(body: str):
+    """Strict JSON (no NaN or Infinity), any nesting depth refused cleanly."""
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ToolError(f"the tool call is not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ToolError("the tool call's JSON is nested too deeply; give a flat object") from None
+
+
+def _no_constant(name: str):
+    raise ToolError(f"the tool call holds {name}; coordinates must be finite numbers")
+
+
 def execute(call: ToolCall, observations: list[Observation]) -> Observation:
     """Run one call on the context's images; raises ``ToolError`` for anything invalid."""
     if call.name == "reuse":
@@ -105,7 +126,9 @@ def execute(call: ToolCall, observations: list[Observation]) -> Observation:
     width, height = source.image.size
     if call.name == "focus_area":
         box = _box(call.arguments, width, height)
-        return Observation(source.image.crop(box), _region(source, box))
+        crop = source.image.crop(box)
+        crop = crop.resize(capped(crop.size, 1.0), Image.BILINEAR)
+        return Observation(crop, _region(source, box))
     factor = _factor(call.arguments)
     if "box" in call.arguments:
         box = _box(call.arguments, width, height)
@@ -120,9 +143,18 @@ def execute(call: ToolCall, observations: list[Observation]) -> Observation:
         top = min(max(y * height / SCALE - side_h / 2, 0), height - side_h)
         box = (round(left), round(top), round(left + side_w), round(top + side_h))
     crop = source.image.crop(box)
-    size = (round(crop.width * factor), round(crop.height * factor))
-    magnified = crop.resize(size, Image.NEAREST)
+    size = capped(crop.size, factor)
+    magnified = crop.resize(size, Image.NEAREST if size[0] >= crop.width else Image.BILINEAR)
     return Observation(magnified, _region(source, box))
+
+
+def capped(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    """``size`` magnified by ``factor``, scaled down to at most MAX_OBSERVATION_PIXELS."""
+    width, height = size[0] * factor, size[1] * factor
+    if width * height > MAX_OBSERVATION_PIXELS:
+        shrink = math.sqrt(MAX_OBSERVATION_PIXELS / (width * height))
+        return max(1, math.floor(width * shrink)), max(1, math.floor(height * shrink))
+    return round(width), round(height)
 
 
 def _factor(arguments: dict) -> float | None:
