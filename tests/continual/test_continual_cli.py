@@ -80,6 +80,15 @@ def test_compare_spends_equal_compute(continual_world, tmp_path):
         (["--mix", "0.5,0.5,0.5"], "not 1"),
         (["--method", "ewc", "--steps", "2"], "raise --steps"),
         (["--schedule", "linear"], "unknown schedule"),
+        (["--mix", "nan,0.5,0.5"], "finite non-negative"),
+        (["--steps", "0"], "--steps 0 buys no training"),
+        (["--merge-weight", "nan"], "not in (0, 1]"),
+        (["--method", "ema-merge", "--merge-weight", "7"], "not in (0, 1]"),
+        (["--budget", "0"], "--budget 0.0 is not a positive"),
+        (["--budget", "-1"], "--budget -1.0 is not a positive"),
+        (["--budget", "0.001", "--steps", "20"], "raise --budget"),
+        (["--method", "zs-merge", "--merge", "average"], "unknown merge rule"),
+        (["--method", "ema-merge", "--merge", "task-arithmetic"], "coincides"),
     ],
 )
 def test_bad_input_is_one_clear_error(continual_world, args, message):

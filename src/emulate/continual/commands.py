@@ -39,10 +39,25 @@ Steps = Annotated[
     int | None,
     typer.Option("--steps", help="Budget: full fine-tuning steps per task (world default)."),
 ]
-Merge = Annotated[str, typer.Option("--merge", help="interpolation or task-arithmetic.")]
+Merge = Annotated[
+    str,
+    typer.Option(
+        "--merge",
+        help="Merge rule of the merging methods: interpolate, task-arithmetic, ties, dare, "
+        "magmax or slerp.",
+    ),
+]
+MergeWeight = Annotated[
+    float,
+    typer.Option("--merge-weight", help="Share (or scale) of the new task in a merge, in (0, 1]."),
+]
+Budget = Annotated[
+    float,
+    typer.Option("--budget", help="Per-task compute, a multiple of the default MAFs (> 0)."),
+]
 
 
-def _config(method, ordering, tasks, mix, schedule, seed, steps, merge, merge_weight):
+def _config(method, ordering, tasks, mix, schedule, seed, steps, merge, merge_weight, budget=1.0):
     from emulate.continual.mixture import Mixture
     from emulate.continual.stream import RunConfig
 
@@ -56,6 +71,7 @@ def _config(method, ordering, tasks, mix, schedule, seed, steps, merge, merge_we
         steps,
         merge_rule=merge,
         merge_weight=merge_weight,
+        budget=budget,
     )
     config.check()
     return config
@@ -93,7 +109,9 @@ def _run_all(world_dir: Path, configs: list, progress: bool) -> list[dict]:
 
 @continual_app.command("run")
 def run(
-    world: World,
+    world: Annotated[
+        Path | None, typer.Option("--world", help="A built world (`continual build`).")
+    ] = None,
     method: Annotated[
         str,
         typer.Option(
@@ -108,20 +126,42 @@ def run(
     schedule: Schedule = "restart",
     seed: Seed = 0,
     steps: Steps = None,
-    merge: Merge = "interpolation",
-    merge_weight: Annotated[float, typer.Option("--merge-weight")] = 0.5,
+    merge: Merge = "interpolate",
+    merge_weight: MergeWeight = 0.5,
+    budget: Budget = 1.0,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Real data instead of a world: ROOT/stream/, ROOT/eval/."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="With --data: an HF CLIP folder or open_clip:ARCH[:FILE]."),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option("--replay", help="With --data: pretraining replay data (off if not given)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Update the world's CLIP over a stream of tasks; KA and ZS after every task."""
+    from emulate.continual.realstream import describe, run_files
+
     quiet_transformers()
     try:
-        config = _config(method, ordering, tasks, mix, schedule, seed, steps, merge, merge_weight)
-        (result,) = _run_all(world, [config], progress=not as_json)
+        config = _config(
+            method, ordering, tasks, mix, schedule, seed, steps, merge, merge_weight, budget
+        )
+        if data is not None or world is None:
+            result = run_files(world, data, model, replay, config)
+        else:
+            (result,) = _run_all(world, [config], progress=not as_json)
     except EmulateError as exc:
         fail(exc)
     if as_json:
         typer.echo(json.dumps(result))
         return
+    if data is not None:
+        Console(stderr=True).print(describe(result))
     Console().print(results_table({method: result}))
 
 
@@ -189,6 +229,36 @@ def compare_methods(
     return results
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise EmulateError(f"--seeds {text!r} is not distinct integers; give e.g. --seeds 0,1,2")
+    return seeds
+
+
+def compare_seeds(
+    world: Path, methods: list[str], out: Path, seeds: list[int], progress=True, **options
+) -> dict[str, dict]:
+    """``compare_methods`` at every seed (its files in ``out/seed<S>``), then per method and
+    metric the mean and 95% interval over seeds, written to ``out/intervals.json``."""
+    from emulate.continual.intervals import summarize_seeds
+
+    for s in seeds:  # every configuration checked before anything runs
+        [_config(m, **options, seed=s) for m in methods]
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    for s in seeds:
+        results = compare_methods(world, methods, out / f"seed{s}", progress, **options, seed=s)
+        for m in methods:
+            runs[m].append(results[m])
+    intervals = summarize_seeds(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "intervals.json").write_text(json.dumps({"seeds": seeds, **intervals}, indent=1))
+    return intervals
+
+
 @continual_app.command("compare")
 def compare(
     world: World,
@@ -199,33 +269,64 @@ def compare(
     mix: Mix = "0.3334,0.3333,0.3333",
     schedule: Schedule = "restart",
     seed: Seed = 0,
+    seeds: Annotated[
+        str | None,
+        typer.Option("--seeds", help="Comma-separated seeds: mean and 95% interval over them."),
+    ] = None,
     steps: Steps = None,
-    merge: Merge = "interpolation",
-    merge_weight: Annotated[float, typer.Option("--merge-weight")] = 0.5,
+    merge: Merge = "interpolate",
+    merge_weight: MergeWeight = 0.5,
+    budget: Budget = 1.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print per method and metric: mean, low, high.")
+    ] = False,
 ) -> None:
     """Run several methods on the same stream at equal compute; table, KA-ZS plot, JSON."""
     quiet_transformers()
     names = [m.strip() for m in methods.split(",") if m.strip()]
+    options = dict(
+        ordering=ordering,
+        tasks=tasks,
+        mix=mix,
+        schedule=schedule,
+        steps=steps,
+        merge=merge,
+        merge_weight=merge_weight,
+        budget=budget,
+    )
     try:
         if not names:
             raise EmulateError("--methods is empty; give e.g. --methods finetune,lora,ema-merge")
-        results = compare_methods(
-            world,
-            names,
-            out,
-            ordering=ordering,
-            tasks=tasks,
-            mix=mix,
-            schedule=schedule,
-            seed=seed,
-            steps=steps,
-            merge=merge,
-            merge_weight=merge_weight,
-        )
+        if seeds is not None or as_json:
+            picked = parse_seeds(seeds) if seeds is not None else [seed]
+            intervals = compare_seeds(world, names, out, picked, not as_json, **options)
+        else:
+            results = compare_methods(world, names, out, seed=seed, **options)
     except EmulateError as exc:
         fail(exc)
+    if seeds is not None or as_json:
+        if as_json:
+            typer.echo(json.dumps(intervals))
+        else:
+            Console().print(intervals_table(intervals))
+        return
     Console().print(results_table(results))
     Console(stderr=True).print(f"wrote {out}/results.json, table.md, trajectory.png")
+
+
+def intervals_table(intervals: dict[str, dict]) -> Table:
+    table = Table(title="Mean [95% interval] over seeds")
+    keys = ["final.ka", "final.zs", "final.gm", "forgetting", "bwt", "fwt"]
+    table.add_column("method")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, metrics in intervals.items():
+        cells = [metrics.get(k) for k in keys]
+        table.add_row(
+            name,
+            *(f"{c['mean']:.3f} [{c['low']:.3f}, {c['high']:.3f}]" if c else "-" for c in cells),
+        )
+    return table
 
 
 @continual_app.command("demo")
@@ -259,7 +360,7 @@ def demo(
             schedule="restart",
             seed=seed,
             steps=None,
-            merge="interpolation",
+            merge="interpolate",
             merge_weight=0.5,
         )
     except EmulateError as exc:

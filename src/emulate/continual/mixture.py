@@ -3,6 +3,7 @@ tasks, one third each by default. Captions are drawn per image from the caption 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +29,9 @@ class Mixture:
             parts = [float(x) for x in text.split(",")]
         except ValueError:
             parts = []
-        if len(parts) != 3 or any(x < 0 for x in parts):
+        if len(parts) != 3 or any(not math.isfinite(x) or x < 0 for x in parts):
             raise MixtureError(
-                f"mixture {text!r} is not three non-negative numbers P,D,B "
+                f"mixture {text!r} is not three finite non-negative numbers P,D,B "
                 "(pretraining, current task, buffer), e.g. --mix 0.34,0.33,0.33"
             )
         if abs(sum(parts) - 1) > 1e-3:

@@ -4,15 +4,18 @@ compute budget, and run the one loop task by task, measuring KA and ZS after eve
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 
+from emulate.common.errors import EmulateError
 from emulate.continual.budget import measure_step, plan_steps
 from emulate.continual.clip import Clip
 from emulate.continual.loop import new_accelerator, new_optimizer, train_steps
+from emulate.continual.merge_rules import check_rule, check_weight
 from emulate.continual.methods import check_method, make_strategy
 from emulate.continual.methods.base import Strategy
 from emulate.continual.metrics import eval_sets, evaluate, summarize
@@ -34,13 +37,41 @@ class RunConfig:
     steps: int | None = None  # full fine-tuning steps per task (the budget); world default
     batch: int | None = None
     lr: float | None = None
-    merge_rule: str = "interpolation"
+    merge_rule: str = "interpolate"
     merge_weight: float = 0.5
+    budget: float = 1.0  # a multiple of the per-task MAFs of ``steps`` fine-tuning steps
 
     def check(self) -> None:
         check_method(self.method)
         check_ordering(self.ordering)
         check_schedule(self.schedule)
+        check_rule(self.merge_rule)
+        check_weight(self.merge_weight)
+        make_strategy(self.method, self.merge_rule, self.merge_weight)  # a rule it refuses
+        if self.steps is not None and self.steps < 1:
+            raise RunConfigError(
+                f"--steps {self.steps} buys no training; give at least 1 full fine-tuning step "
+                "per task, or leave --steps out for the world's default"
+            )
+        if not (math.isfinite(self.budget) and self.budget > 0):
+            raise RunConfigError(
+                f"--budget {self.budget} is not a positive multiple of the default per-task "
+                "compute; give e.g. --budget 0.25, 1 or 4"
+            )
+
+    def reference_steps(self, default: int) -> int:
+        """Full fine-tuning steps per task that the budget buys."""
+        steps = round(self.budget * (default if self.steps is None else self.steps))
+        if steps < 1:
+            raise RunConfigError(
+                f"--budget {self.budget} of {self.steps or default} steps per task buys no "
+                "full fine-tuning step; raise --budget or --steps"
+            )
+        return steps
+
+
+class RunConfigError(EmulateError, ValueError):
+    """Steps or a budget that buy no training."""
 
 
 class Data:
@@ -73,7 +104,7 @@ def run_stream(
 def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
     started = time.time()
     size, universe = world.size, world.universe
-    steps_ft = config.steps or size.stream_steps
+    steps_ft = config.reference_steps(size.stream_steps)
     batch_size = config.batch or size.stream_batch
     lr = config.lr or size.stream_lr
     data = data or Data(world)

@@ -35,7 +35,7 @@ def check_method(name: str) -> str:
     return name
 
 
-def make_strategy(name: str, merge_rule: str = "interpolation", merge_weight: float = 0.5):
+def make_strategy(name: str, merge_rule: str = "interpolate", merge_weight: float = 0.5):
     """A fresh strategy for ``name`` (``joint`` trains like fine-tuning, on all data at once)."""
     check_method(name)
     merging = {"ema-merge": EMAMerge, "zs-merge": ZSMerge, "ft-merge": FTMerge}

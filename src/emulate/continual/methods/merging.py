@@ -1,20 +1,19 @@
-"""Model merging across the stream: EMA-merge, ZS-merge and FT-merge, with two merge rules.
+"""Model merging across the stream: EMA-merge, ZS-merge and FT-merge, under any merge rule of
+``emulate.continual.merge_rules`` (task vectors measured from the original weights).
 
-- interpolation: merged <- (1 - w) * merged + w * new;
-- task arithmetic: merged <- merged + w * (new - start), the task vector of the finished task
-  (``start`` is what that task began from) added at scale ``w``.
 EMA-merge trains from the running merge and merges every task into it (the merge is both what is
 measured and the next start); ZS-merge starts every task from the original weights and measures
 the running merge; FT-merge trains on like fine-tuning and measures a merge of the latest
-weights with the original ones.
+weights with the original ones. Two rules are refused where they coincide with another or do
+nothing: task arithmetic for EMA-merge (the task starts from the merge, so merge + w * (new -
+merge) is interpolation) and for FT-merge (original + w * (latest - original) is interpolation),
+and MagMax for FT-merge (of the original's zero vector and the latest's, the latest always wins).
 
-Each method holds only the copies of the weights it needs (EMA-merge the running merge, which is
-also every task's start, so both rules coincide for it; ZS-merge the original weights and the
-running merge; FT-merge the original), and holds them in host memory, as the paper's reference
-code does: a merge happens once per task, so its copies never sit on the accelerator during a
-step, and the budget charges merging methods no memory beyond fine-tuning's. Their steps are
-fine-tuning's; the merge itself is a few element-wise operations per weight, nothing beside a
-step's FLOPs.
+Each method holds only the copies of the weights it needs (the original weights, and the running
+merge for EMA- and ZS-merge), in host memory, as the paper's reference code does: a merge happens
+once per task, so its copies never sit on the accelerator during a step, and the budget charges
+merging methods no memory beyond fine-tuning's. Their steps are fine-tuning's; the merge itself
+is a few element-wise operations per weight, nothing beside a step's FLOPs.
 """
 
 from __future__ import annotations
@@ -23,25 +22,8 @@ import copy
 
 import torch
 
-from emulate.common.errors import EmulateError
+from emulate.continual.merge_rules import MergeError, check_rule, check_weight, merge
 from emulate.continual.methods.base import Strategy
-
-RULES = ("interpolation", "task-arithmetic")
-
-
-def merge(merged: dict, new: dict, start: dict, rule: str, weight: float) -> dict:
-    """One merge step over state dicts (floating-point entries only are merged)."""
-    if rule not in RULES:
-        raise EmulateError(f"unknown merge rule {rule!r}; choose one of {', '.join(RULES)}")
-    out = {}
-    for k, m in merged.items():
-        if not torch.is_floating_point(m):
-            out[k] = new[k].clone()
-        elif rule == "interpolation":
-            out[k] = (1 - weight) * m + weight * new[k]
-        else:
-            out[k] = m + weight * (new[k] - start[k])
-    return out
 
 
 def _state(model: torch.nn.Module) -> dict:
@@ -50,10 +32,17 @@ def _state(model: torch.nn.Module) -> dict:
 
 
 class _Merging(Strategy):
-    def __init__(self, rule: str = "interpolation", weight: float = 0.5):
-        if rule not in RULES:
-            raise EmulateError(f"unknown merge rule {rule!r}; choose one of {', '.join(RULES)}")
-        self.rule, self.weight = rule, weight
+    refused: tuple[str, ...] = ()
+
+    def __init__(self, rule: str = "interpolate", weight: float = 0.5):
+        self.rule, self.weight = check_rule(rule), check_weight(weight)
+        if self.rule in self.refused:
+            raise MergeError(
+                f"--merge {rule} does nothing new for {self.name}: it coincides with "
+                "interpolation or returns the latest weights (see its docstring); choose one of "
+                "interpolate, ties, dare, slerp"
+                + (", magmax" if "magmax" not in self.refused else "")
+            )
         self.original: dict = {}
         self.merged: dict = {}
         self.shadow: torch.nn.Module | None = None
@@ -67,14 +56,18 @@ class _Merging(Strategy):
 
 class EMAMerge(_Merging):
     name = "ema-merge"
+    refused = ("task-arithmetic",)
 
     def prepare(self, model):
+        self.original = _state(model)
         self.merged = _state(model)
         return model
 
     def task_end(self, model, task, batches) -> None:
-        # every task starts from the running merge, so it is also the task vector's base
-        self.merged = merge(self.merged, _state(model), self.merged, self.rule, self.weight)
+        # every task starts from the running merge
+        self.merged = merge(
+            self.merged, _state(model), self.original, self.merged, self.rule, self.weight
+        )
         model.load_state_dict(self.merged)
 
 
@@ -90,7 +83,9 @@ class ZSMerge(_Merging):
         model.load_state_dict(self.original)
 
     def task_end(self, model, task, batches) -> None:
-        self.merged = merge(self.merged, _state(model), self.original, self.rule, self.weight)
+        self.merged = merge(
+            self.merged, _state(model), self.original, self.original, self.rule, self.weight
+        )
 
     def eval_model(self, model):
         return self._evaluated(model, self.merged)
@@ -98,6 +93,7 @@ class ZSMerge(_Merging):
 
 class FTMerge(_Merging):
     name = "ft-merge"
+    refused = ("task-arithmetic", "magmax")
 
     def prepare(self, model):
         self.original = _state(model)
@@ -105,5 +101,8 @@ class FTMerge(_Merging):
 
     def eval_model(self, model):
         return self._evaluated(
-            model, merge(self.original, _state(model), self.original, self.rule, self.weight)
+            model,
+            merge(
+                self.original, _state(model), self.original, self.original, self.rule, self.weight
+            ),
         )
