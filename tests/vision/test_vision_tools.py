@@ -5,9 +5,11 @@ import pytest
 from PIL import Image
 
 from emulate.vision.tools import (
+    MAX_OBSERVATION_PIXELS,
     Observation,
     ToolCall,
     ToolError,
+    capped,
     contains,
     execute,
     parse_reply,
@@ -69,8 +71,7 @@ def test_zoom_in_magnifies_the_square_around_the_point_and_stays_inside():
 
 def test_zoom_in_magnifies_a_box_by_its_factor():
     image = gradient(128, 128)
-    seen = execute(ToolCall("zoom_in", {"box": [250, 500, 500, 750], "factor": 4}),
-                   original(image))
+    seen = execute(ToolCall("zoom_in", {"box": [250, 500, 500, 750], "factor": 4}), original(image))
     assert seen.region == (32.0, 64.0, 64.0, 96.0)
     assert seen.image.size == (128, 128)
     back = seen.image.resize((32, 32), Image.NEAREST)
@@ -122,3 +123,39 @@ def test_bad_boxes_and_sources_raise_tool_errors(arguments, message):
 def test_zoom_factor_is_bounded(factor):
     with pytest.raises(ToolError, match="factor"):
         execute(ToolCall("zoom_in", {"point": [500, 500], "factor": factor}), original(gradient()))
+
+
+def test_zoom_on_zoom_stays_under_the_observation_pixel_cap():
+    """Factor 4 on the previous observation, from a 2048-px image: without the cap the
+    observations would grow 2048 -> 8192 -> 32768 px on a side."""
+    context = original(Image.new("RGB", (2048, 2048), (200, 10, 10)))
+    for k in range(4):
+        zoom = ToolCall("zoom_in", {"box": [0, 0, 1000, 1000], "factor": 4, "source": k})
+        context.append(execute(zoom, context))
+        width, height = context[-1].image.size
+        assert width * height <= MAX_OBSERVATION_PIXELS
+    assert context[-1].region == (0.0, 0.0, 2048.0, 2048.0)
+
+
+def test_a_large_crop_is_scaled_down_to_the_cap_keeping_its_aspect():
+    image = Image.new("RGB", (4000, 1000), (0, 0, 255))
+    seen = execute(ToolCall("focus_area", {"box": [0, 0, 1000, 1000]}), original(image))
+    assert seen.region == (0.0, 0.0, 4000.0, 1000.0)
+    width, height = seen.image.size
+    assert width * height <= MAX_OBSERVATION_PIXELS and abs(width / height - 4) < 0.01
+
+
+@pytest.mark.parametrize(("size", "factor"), [((10, 10), 4), ((3000, 10), 4), ((999, 2001), 2.5)])
+def test_capped_sizes_match_the_direct_formula(size, factor):
+    width, height = capped(size, factor)
+    target = size[0] * factor * size[1] * factor
+    if target <= MAX_OBSERVATION_PIXELS:
+        assert (width, height) == (round(size[0] * factor), round(size[1] * factor))
+    else:
+        assert width * height <= MAX_OBSERVATION_PIXELS
+        assert (width + 1) * (height + 1) > MAX_OBSERVATION_PIXELS * 0.99
+
+
+def test_a_bbox_2d_in_the_grammar_names_the_key_and_the_formats():
+    with pytest.raises(ToolError, match='not "bbox_2d".*--format deepeyes'):
+        execute(ToolCall("zoom_in", {"bbox_2d": [0, 0, 50, 50]}), original(gradient()))

@@ -143,7 +143,21 @@ def ask(
     save: Annotated[Path, typer.Option("--save", help="Where observation images go.")] = Path(
         "observations"
     ),
-    max_calls: Annotated[int, typer.Option("--max-calls")] = 4,
+    max_calls: Annotated[int, typer.Option("--max-calls", help="Tool calls, 0 to 32.")] = 4,
+    max_turns: Annotated[
+        int | None, typer.Option("--max-turns", help="Turns, 1 to 64 (calls + 2 if not given).")
+    ] = None,
+    call_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="auto, grammar, deepeyes, minio3, qwen_box or openai (auto: the project's "
+            "grammar for its own models, deepeyes for Qwen2.5-VL, qwen_box for Qwen2-VL).",
+        ),
+    ] = "auto",
+    max_new_tokens: Annotated[
+        int | None, typer.Option("--max-new-tokens", help="Reply length, 1 to 4096 tokens.")
+    ] = None,
 ) -> None:
     """Answer a question about an image, calling tools; prints the trace, saves every image."""
     from emulate.vision.report import answer_question
@@ -151,7 +165,9 @@ def ask(
     quiet_transformers()
     try:
         path = model if model is not None else _world(world) / "tools"
-        trace, files = answer_question(path, image, question, save, max_calls)
+        trace, files = answer_question(
+            path, image, question, save, max_calls, max_turns, call_format, max_new_tokens
+        )
     except EmulateError as exc:
         fail(exc)
     for i, step in enumerate(trace.steps, 1):

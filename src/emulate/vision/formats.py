@@ -82,7 +82,7 @@ def _first(text: str, pattern: re.Pattern, opener: str, closer: str) -> Reply | 
         return Reply(text, answer=answer.group(1).strip())
     if opener in text:
         raise ToolError(f"the tool call is not closed with {closer}")
-    raise ToolError(f"the reply holds neither a {opener} call nor an <answer>")
+    raise ToolError(f"the reply holds neither a {opener} nor an <answer>")
 
 
 def _deepeyes(text: str) -> Reply:
@@ -134,6 +134,7 @@ def _qwen_box(text: str) -> Reply:
     if box and (not answer or box.start() < answer.start()):
         values = [float(v) for v in box.groups()]
         _numbers(values, "the box", "the family's coordinates")
+        values = [int(v) if v.is_integer() else v for v in values]
         return Reply(text, call=ToolCall("zoom_in", {"box": values, "source": 0}))
     if answer:
         return Reply(text, answer=answer.group(1).strip())

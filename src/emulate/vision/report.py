@@ -5,36 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from emulate.common.errors import EmulateError
 from emulate.vision.build import SIZES, load_world
 from emulate.vision.evaluate import MODES, evaluate
 
-MAX_SIDE = 4096
-MAX_BYTES = 32 * 1024 * 1024
 MEMBERS = ("direct", "tools")
 
 
 class InputError(EmulateError, ValueError):
-    """An image or question the runtime cannot take."""
-
-
-def read_image(path: str | Path) -> Image.Image:
-    """An RGB image from a file, or a clear error (missing, unreadable, not an image, too big)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no image file at {path}; give the path of a PNG or JPEG")
-    if path.stat().st_size > MAX_BYTES:
-        raise InputError(f"{path} is over {MAX_BYTES // 2**20} MiB; give a smaller image")
-    try:
-        with Image.open(path) as image:
-            if max(image.size) > MAX_SIDE:
-                raise InputError(f"{path} is {image.size[0]}x{image.size[1]}: over {MAX_SIDE} px")
-            image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path} is not a readable image ({exc.__class__.__name__})") from None
+    """A question, member or mode the commands cannot take."""
 
 
 def check_question(question: str) -> str:
@@ -81,15 +60,23 @@ def _pct(x) -> str:
 
 
 def answer_question(model_path: Path, image_path: Path, question: str, save: Path,
-                    max_calls: int = 4):
-    from emulate.vision.runtime import run
+                    max_calls: int = 4, max_turns: int | None = None,
+                    call_format: str = "auto", max_new_tokens: int | None = None):
+    """One question about one image file: the trace, and every observation saved as a PNG."""
+    from emulate.vision.adapters import MAX_NEW_TOKENS, Adapter
+    from emulate.vision.formats import check_format
+    from emulate.vision.images import load_image
+    from emulate.vision.runtime import check_caps, run
 
     question = check_question(question)
-    image = read_image(image_path)
-    if max_calls < 0:
-        raise InputError("--max-calls must be 0 or more")
-    model = adapter(model_path)
-    trace = run(model, image, question, max_calls=max_calls, to_normalized=model.to_normalized)
+    check_caps(max_calls, max_turns)
+    if call_format != "auto":
+        check_format(call_format)
+    image = load_image(image_path)
+    tokens = MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
+    model = Adapter.load(model_path, call_format=call_format, max_new_tokens=tokens)
+    trace = run(model, image, question, max_calls=max_calls, max_turns=max_turns,
+                to_normalized=model.to_normalized)
     save.mkdir(parents=True, exist_ok=True)
     files = []
     for i, observation in enumerate(trace.observations):

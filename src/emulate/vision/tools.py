@@ -205,6 +205,11 @@ def _source(arguments: dict, observations: list[Observation]) -> Observation:
 
 def _coordinates(arguments: dict, key: str, n: int) -> list[int]:
     values = arguments.get(key)
+    if values is None and "bbox_2d" in arguments:
+        raise ToolError(
+            f'this grammar takes "box" in 0..{SCALE}, not "bbox_2d" (DeepEyes\' and Mini-o3\'s '
+            "key): write \"box\", or run with --format deepeyes or minio3"
+        )
     if not isinstance(values, list) or len(values) != n:
         raise ToolError(f"{key} must be a list of {n} integers in 0..{SCALE}")
     if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
