@@ -167,3 +167,22 @@ def test_a_70b_map_over_four_80gb_gpus_is_planned_on_the_meta_device():
     result = CliRunner().invoke(app, ["placement", str(config), "--max-memory",
                                       "0:80GiB,1:bogus"])
     assert result.exit_code == 2 and "is not a size" in result.output
+
+
+@pytest.mark.parametrize("max_memory", [{"cpu": "250KB"}, {"cpu": "1KB"}], ids=["split", "disk"])
+def test_a_model_placed_by_accelerate_is_used_where_it_is(paths, plain, max_memory, tmp_path):
+    """`from_pretrained(device_map="auto", offload_folder=...)` as a user loads a 70B: the model
+    object composes in place (never moved, which accelerate refuses for offloaded modules)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        paths["large"], device_map="auto", max_memory=max_memory, offload_folder=str(tmp_path))
+    where = dict(model.hf_device_map)
+    assert "disk" in where.values()
+    placed = upscaled({**paths, "large": model}, dtype="float32")
+    assert placed.loaded["large"].model is model and model.hf_device_map == where
+    assert any(p.device.type == "meta" for p in model.parameters())
+    delta = (placed.next_token_logprobs(PROMPTS) - plain.next_token_logprobs(PROMPTS)).abs()
+    assert float(delta.max()) < 1e-4
+    with pytest.raises(PlacementError, match="already placed"):
+        upscaled({**paths, "large": model}, placements={"large": "cpu"})

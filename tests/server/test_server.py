@@ -218,6 +218,18 @@ def test_bad_request_gets_its_4xx_and_the_server_stays_up(server, http, case):
     assert http.get("/health").json()["status"] == "ok"
 
 
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": ""}]}, "messages"),
+    ("/v1/completions", {"prompt": ""}, "prompt"),
+    ("/v1/completions", {"prompt": ["Ada", ""]}, "prompt"),
+], ids=["chat", "text", "one-of-two"])
+def test_an_empty_prompt_is_a_400_as_at_the_api(http, path, body, param):
+    response = http.post(path, json={"model": EFT, "max_tokens": 2, **body})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and "the prompt is empty" in error["message"], error
+
+
 def test_the_openai_client_raises_on_bad_requests(client):
     with pytest.raises(openai.BadRequestError, match="temperature"):
         client.completions.create(model=EFT, prompt="a", temperature=-1)

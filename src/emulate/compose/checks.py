@@ -145,15 +145,28 @@ def prompts(value, argument: str = "prompts") -> list:
     if not value:
         raise GenerationParamsError(f"{argument}: no prompts given; pass at least one", argument)
     for i, prompt in enumerate(value):
-        if isinstance(prompt, str):
-            continue
         if isinstance(prompt, (list, tuple)):
             messages(prompt, f"{argument}[{i}]")
-            continue
-        raise ArgumentError(
-            f"{argument}[{i}] must be a string or a list of chat messages "
-            f"({{'role': 'user', 'content': '...'}}), got {_shown(prompt)}", f"{argument}[{i}]")
+        elif not isinstance(prompt, str):
+            raise ArgumentError(
+                f"{argument}[{i}] must be a string or a list of chat messages "
+                f"({{'role': 'user', 'content': '...'}}), got {_shown(prompt)}",
+                f"{argument}[{i}]")
+        not_empty(prompt, f"{argument}[{i}]")
     return list(value)
+
+
+class EmptyPromptError(ArgumentError):
+    """A prompt with no text, or one that renders to no tokens for some term: a model needs
+    something to continue, so it is refused alike at the API, the command line and the server."""
+
+
+def not_empty(prompt, argument: str) -> None:
+    """Refuse a prompt with no text: "" or a chat whose every message's content is ""."""
+    texts = [prompt] if isinstance(prompt, str) else [m["content"] for m in prompt]
+    if not any(texts):
+        raise EmptyPromptError(f"{argument}: the prompt is empty; give some text to continue "
+                               "(or a chat message with content)", argument)
 
 
 def messages(value, argument: str) -> None:

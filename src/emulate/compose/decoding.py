@@ -14,6 +14,7 @@ import torch
 
 from emulate.common.errors import PromptTooLongError
 from emulate.compose.cached_batch import CachedBatch
+from emulate.compose.checks import EmptyPromptError
 from emulate.compose.combine import compose_logprobs
 from emulate.compose.lean_llama import LeanLlama
 from emulate.compose.sampling import SamplingParams, choose_tokens, min_p_mask, top_p_mask
@@ -254,10 +255,14 @@ class Decoder:
         """Tokens this prompt may generate: max_new_tokens, capped by every model's context."""
         budget = params.max_new_tokens
         for t in self.terms:
+            length = len(prompt_ids[t][index])
+            if not length:
+                raise EmptyPromptError(
+                    f"prompt {index} renders to no tokens for term {t!r} (its template adds "
+                    "none); give some text to continue", f"prompts[{index}]")
             limit = self.composition.context_length(t)
             if limit is None:
                 continue
-            length = len(prompt_ids[t][index])
             if length >= limit:
                 raise PromptTooLongError(
                     f"prompt {index} is {length} tokens for term {t!r}, but its model's context "

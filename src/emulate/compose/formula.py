@@ -8,11 +8,13 @@ rejected with a pointer at the offending part.
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Iterable, Mapping
 
 from emulate.common.errors import FormulaError
 
 Weights = dict[str, float]
+NOT_FINITE = ("nan", "inf", "infinity")  # what float() reads as a non-finite number
 
 
 def parse_formula(
@@ -89,10 +91,16 @@ def _linear(node: ast.AST, source: str, parameters: dict[str, float]) -> _Linear
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             raise FormulaError(f"unexpected literal {node.value!r}", source, col)
+        if not math.isfinite(node.value):
+            raise FormulaError("a coefficient must be a finite number", source, col)
         return _Linear(float(node.value))
     if isinstance(node, ast.Name):
         if node.id in parameters:
             return _Linear(float(parameters[node.id]))
+        if node.id.lower() in NOT_FINITE:
+            raise FormulaError(f"{node.id!r} is not a number a formula can use: coefficients "
+                               "must be finite numbers (and no model may be named "
+                               f"{node.id!r})", source, col)
         return _Linear(0.0, {node.id: 1.0}, {node.id: col})
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         inner = _linear(node.operand, source, parameters)

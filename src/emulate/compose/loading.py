@@ -119,10 +119,16 @@ def load_model(source, name: str, device: str = "cpu", dtype=None,
             f"placement of {name!r}: a device map applies to a checkpoint loaded by path; pass "
             "its path, or place the model yourself (accelerate) and pass the placed model"
         )
-    if len(set((getattr(model, "hf_device_map", None) or {}).values())) <= 1:  # not yet split
-        if where.dtype is not None:
-            model = model.to(place.torch_dtype(where.dtype))
-        model = model.to(where.device)
+    if getattr(model, "hf_device_map", None):  # placed by accelerate: used where it is
+        if placement is not None:
+            raise PlacementError(
+                f"placement of {name!r}: the model was given already placed by accelerate "
+                f"(device map over {place.describe(model)}) and is used where it is; drop its "
+                "placement, or pass its checkpoint path to have it placed")
+        return LoadedModel(name=name, model=model.eval(), tokenizer=tokenizer)
+    if where.dtype is not None:
+        model = model.to(place.torch_dtype(where.dtype))
+    model = model.to(where.device)
     return LoadedModel(name=name, model=model.eval(), tokenizer=tokenizer)
 
 
@@ -154,18 +160,36 @@ def _skeleton(path: str):
         return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
 
 
+# A tokenizer's vocabulary lives in one of these; without any, transformers' fallback asks to
+# install a converter, which is not the problem.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model", "tokenizer.tiktoken")
+
+
 def _checkpoint_path(source, name: str) -> str:
     """A hub id as given, or a local folder expanded; a clear error for a folder that is not
     there (instead of a hub lookup that cannot succeed)."""
     path = str(source)
     if not _looks_local(path):
         return path
-    if not Path(path).expanduser().exists():
+    folder = Path(path).expanduser()
+    if not folder.exists():
         raise ModelLoadError(
             f"cannot load model {name!r}: no such directory {path!r}. Give a directory with "
             "a Hugging Face causal-LM checkpoint (config.json, weights, tokenizer files)."
         )
-    return str(Path(path).expanduser())
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"cannot load model {name!r}: {path!r} is a file, not a checkpoint directory. Give "
+            f"the directory that holds it ({str(folder.parent)!r}) if that is the checkpoint."
+        )
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"cannot load model {name!r}: {path!r} has no tokenizer (none of "
+            f"{', '.join(TOKENIZER_FILES)}). Save the tokenizer into it "
+            "(tokenizer.save_pretrained), or pass a (model, tokenizer) pair."
+        )
+    return str(folder)
 
 
 def _looks_local(path: str) -> bool:

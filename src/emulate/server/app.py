@@ -27,10 +27,11 @@ from emulate.common.errors import (
     GenerationParamsError,
     PromptTooLongError,
 )
+from emulate.compose.checks import EmptyPromptError
 from emulate.server.batcher import Batcher
 from emulate.server.config import ServerSettings
 from emulate.server.engine_process import EngineGone, EngineProcess
-from emulate.server.jobs import EmptyPromptError, Job, Overloaded
+from emulate.server.jobs import Job, Overloaded
 from emulate.server.protocol import (
     APIError,
     ChatRequest,

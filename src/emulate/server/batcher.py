@@ -35,9 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from emulate.common.errors import PromptTooLongError
+from emulate.compose.checks import EmptyPromptError
 from emulate.compose.drafting import check_speculative
 from emulate.compose.templates import Prompt
-from emulate.server.jobs import Cohort, EmptyPromptError, Job, Overloaded
+from emulate.server.jobs import Cohort, Job, Overloaded
 
 log = logging.getLogger("emulate.server.batcher")
 
@@ -316,7 +317,8 @@ def _check_job(composition, job: Job) -> tuple[str, ...]:
             ids = composition.prompt_ids(term, prompt)
             limit = composition.context_length(term)
             if not ids:
-                raise EmptyPromptError(f"the prompt renders to no tokens for term {term!r}")
+                raise EmptyPromptError(f"the prompt renders to no tokens for term {term!r}; give "
+                                       "some text to continue")
             if limit is not None and len(ids) >= limit:
                 raise PromptTooLongError(
                     f"the prompt is {len(ids)} tokens for term {term!r}, but its model's context "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from emulate.common.errors import EmulateError
 from emulate.compose.decoding import Completion
 from emulate.compose.sampling import SamplingParams
 from emulate.compose.templates import Prompt
@@ -18,10 +17,6 @@ class Overloaded(Exception):
     def __init__(self, message: str, retry_after: int = 1):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class EmptyPromptError(EmulateError, ValueError):
-    """A prompt that renders to no tokens for some term (nothing to condition on)."""
 
 
 class Job:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 
 from emulate.common.errors import GenerationParamsError
+from emulate.compose import checks
+from emulate.compose.checks import EmptyPromptError
 from emulate.compose.sampling import Plausibility, SamplingParams
 from emulate.server.config import CompositionSpec
 from emulate.server.jobs import Job
@@ -62,6 +64,12 @@ def build_rows(request: CompletionRequest | ChatRequest, served: Served, max_bat
         if len(prompts) > max_prompts:
             raise APIError(400, f"prompt: at most {max_prompts} prompts per request, "
                            f"got {len(prompts)}", "prompt")
+    field = "messages" if isinstance(request, ChatRequest) else "prompt"
+    for i, prompt in enumerate(prompts):
+        try:
+            checks.not_empty(prompt, field if len(prompts) == 1 else f"{field}[{i}]")
+        except EmptyPromptError as exc:
+            raise APIError(400, str(exc), field) from None
     if request.n > max_n:
         raise APIError(400, f"n must be at most {max_n}, got {request.n}", "n")
     if request.n * len(prompts) > max_batch:
