@@ -159,3 +159,27 @@ def test_the_system_prompt_describes_the_format_and_the_pixel_cap(name):
     }
     prompt = system_prompt(name)
     assert marker[name] in prompt and "2048x2048 pixels" in prompt and "<answer>" in prompt
+
+
+WRITTEN = {
+    "grammar": ToolCall("zoom_in", {"box": [0, 0, 500, 500], "source": 0}).to_text(),
+    "deepeyes": DEEPEYES,
+    "minio3": MINIO3,
+    "qwen_box": QWEN_BOX,
+    "openai": OPENAI,
+}
+
+
+@pytest.mark.parametrize("written", FORMATS)
+@pytest.mark.parametrize("chosen", FORMATS)
+def test_a_reply_in_another_format_names_the_format_to_choose(written, chosen):
+    reply = parse(WRITTEN[written], chosen)
+    if written == chosen:
+        assert reply.call is not None and reply.error is None
+    else:
+        assert reply.call is None and f"--format {written}" in reply.error
+
+
+def test_a_reply_in_no_format_names_no_other_format():
+    reply = parse('<call>{"bbox": [1, 2, 3, 4]}</call>', "deepeyes")
+    assert reply.error and "--format" not in reply.error

@@ -141,3 +141,12 @@ def test_a_context_overflow_ends_the_trace_after_the_first_turn():
 
     with pytest.raises(ContextError):
         run(too_long, IMAGE, "q?")
+
+
+def test_a_reply_in_the_wrong_format_is_an_error_observation_naming_the_format():
+    minio3 = '<grounding>{"bbox_2d": [0, 0, 0.5, 0.5], "source": "original_image"}</grounding>'
+    generate, seen = scripted(minio3, "<answer>x</answer>")
+    trace = run(generate, IMAGE, "q?", parse=lambda text: parse(text, "grammar"))
+    assert trace.answer == "x" and not trace.calls
+    assert "--format minio3" in trace.steps[0].error
+    assert seen[1][0][-1]["content"][0]["text"] == trace.steps[0].error

@@ -59,14 +59,26 @@ def check_format(name: str) -> str:
 
 
 def parse(text: str, name: str = "grammar") -> Reply:
-    """Read one assistant turn in format ``name``; never raises for any reply text."""
+    """Read one assistant turn in format ``name``; never raises for any reply text. A reply
+    that fails here but reads as a call in another format says which format to choose."""
+    reply = _read(text, check_format(name))
+    if reply.error is None:
+        return reply
+    for other in FORMATS:
+        if other != name and _read(text, other).call is not None:
+            return Reply(text, error=f"{reply.error}; the reply reads as a {other} call: "
+                         f"choose that format (--format {other})")
+    return reply
+
+
+def _read(text: str, name: str) -> Reply:
     reader = {
         "grammar": parse_reply,
         "deepeyes": _deepeyes,
         "minio3": _minio3,
         "qwen_box": _qwen_box,
         "openai": _openai,
-    }[check_format(name)]
+    }[name]
     try:
         return reader(text)
     except ToolError as exc:
