@@ -90,7 +90,7 @@ class Plan:
 
 
 def plan_steps(
-    reference: StepCost, reference_steps: int, cost: StepCost, extra_passes: int, name: str
+    reference: StepCost, reference_steps: int, cost: StepCost, extra_passes: float, name: str
 ) -> Plan:
     """Steps per task that spend full fine-tuning's per-task MAFs (``reference_steps`` steps
     of ``reference``) on a method whose step costs ``cost``, after ``extra_passes`` extra
@@ -107,3 +107,15 @@ def plan_steps(
             f"{extra / reference.flops:.1f} for its per-task extras); raise --steps"
         )
     return Plan(steps, steps * step_mafs + extra, step_mafs, extra, ratio)
+
+
+def measure_extra_passes(
+    model: torch.nn.Module, batch: dict, strategy: Strategy, cost: StepCost
+) -> float:
+    """The method's per-task work outside the steps, in steps of ``cost``: its FLOPs counted
+    with ``batch`` standing for every batch it reads."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        strategy.per_task_work(model, lambda i: batch)
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / cost.flops

@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass
 import torch
 
 from emulate.common.errors import EmulateError
-from emulate.continual.budget import measure_step, plan_steps
+from emulate.continual.budget import measure_extra_passes, measure_step, plan_steps
 from emulate.continual.clip import Clip
 from emulate.continual.loop import new_accelerator, new_optimizer, train_steps
 from emulate.continual.merge_rules import check_rule, check_weight
 from emulate.continual.methods import check_method, make_strategy
-from emulate.continual.methods.base import Strategy
+from emulate.continual.methods.base import Strategy, UnwrappedHooks
 from emulate.continual.metrics import eval_sets, evaluate, summarize
 from emulate.continual.mixture import BatchSampler, Mixture, TaskData, task_data
 from emulate.continual.pretrain import World
@@ -133,13 +133,9 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
     probe = batches_for(task_data(data.train, tasks[0]), task_data(data.train, []), 0)(0)
     reference = measure_step(_all_trainable(clip.model), probe, Strategy())
     model = strategy.prepare(clip.model)
-    plan = plan_steps(
-        reference,
-        steps_ft,
-        measure_step(model, probe, strategy),
-        strategy.extra_passes(),
-        config.method,
-    )
+    cost = measure_step(model, probe, strategy.for_budget(model))  # penalty and state present
+    extra = measure_extra_passes(model, probe, strategy, cost) or strategy.extra_passes()
+    plan = plan_steps(reference, steps_ft, cost, extra, config.method)
 
     accelerator = new_accelerator()
     sampler.rank = accelerator.process_index
@@ -194,7 +190,7 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
                     lr * strategy.lr_scale,
                     lr * strategy.lr_scale / 20,
                 ),
-                strategy,
+                UnwrappedHooks(strategy, accelerator.unwrap_model),
                 lambda s, v, t=t: report(("step", label, t * plan.steps + s, v)),
             )
             fisher = batches_for(current, TaskData(current.images[:0], []), t, 0, fisher_sampler)

@@ -40,8 +40,17 @@ class Strategy:
 
     # What the method costs beyond a plain step, for the compute budget.
     def extra_passes(self) -> int:
-        """Forward-backward passes per task outside the training steps (EWC's Fisher)."""
+        """Forward-backward passes per task outside the training steps, where not measured."""
         return 0
+
+    def per_task_work(self, model: torch.nn.Module, batches: Callable[[int], dict]) -> None:
+        """The per-task work outside the steps (EWC's Fisher), run for its measured FLOPs;
+        it leaves the method's state unchanged."""
+
+    def for_budget(self, model: torch.nn.Module) -> Strategy:
+        """The strategy with the state it has mid-stream (penalty terms present), for measuring
+        a step's cost as it is during training."""
+        return self
 
     def extra_state_bytes(self, model: torch.nn.Module) -> int:
         """Accelerator memory the method holds beyond the model and optimiser (anchors,
@@ -59,3 +68,17 @@ def train_only(model: torch.nn.Module, keep: Callable[[str, torch.nn.Module], bo
         for name, p in module.named_parameters(recurse=False):
             full = f"{module_name}.{name}" if module_name else name
             p.requires_grad_(keep(full, module))
+
+
+class UnwrappedHooks(Strategy):
+    """``strategy`` with the per-step hooks given the unwrapped model, as its task hooks are:
+    under data parallelism the loop holds the wrapper (``module.``-prefixed names)."""
+
+    def __init__(self, strategy: Strategy, unwrap: Callable[[torch.nn.Module], torch.nn.Module]):
+        self.strategy, self.unwrap = strategy, unwrap
+
+    def penalty(self, model):
+        return self.strategy.penalty(self.unwrap(model))
+
+    def after_update(self, model) -> None:
+        self.strategy.after_update(self.unwrap(model))

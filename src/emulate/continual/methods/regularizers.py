@@ -1,16 +1,21 @@
 """Regularisation methods: online EWC and SI, both pulling weights toward the last task's end.
 
-Importances are divided by their mean, so the strength is on the same scale for both and for
-any model size.
+Departures from the standard forms, all named here: EWC's per-sample terms are the rows of
+CLIP's contrastive loss (0.5 x (image-to-text + text-to-image cross-entropy) of one pair, its
+gradient taken with the rest of the batch as the negatives), as a contrastive loss has no
+independent per-sample likelihood; the Fisher is taken at the task's end over
+``fisher_batches`` batches of the task's own data; under data parallelism SI's path integral uses
+each process's local loss gradient. Importances are used as estimated; ``normalise=True`` divides
+each task's importance by its mean (scale-free strengths across model sizes), off by default.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
 
-from emulate.continual.clip import clip_loss
 from emulate.continual.methods.base import Strategy
 
 
@@ -30,41 +35,95 @@ def _normalised(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: v / mean for n, v in values.items()}
 
 
+def per_sample_losses(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Each pair's term of CLIP's symmetric contrastive loss; their mean is the loss."""
+    device = next(model.parameters()).device
+    out = model(**{k: v.to(device) for k, v in batch.items()})
+    target = torch.arange(out.logits_per_image.shape[0], device=device)
+    ce = torch.nn.functional.cross_entropy
+    return 0.5 * (
+        ce(out.logits_per_image, target, reduction="none")
+        + ce(out.logits_per_text, target, reduction="none")
+    )
+
+
+def empirical_fisher(model: torch.nn.Module, batch: dict, chunk: int = 16) -> dict:
+    """Sum over the batch of each sample's squared loss gradient, per trainable parameter:
+    the per-sample gradients come from one batched backward (``is_grads_batched``), ``chunk``
+    samples at a time."""
+    params = _named(model)
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    losses = per_sample_losses(model, batch)
+    n = len(losses)
+    for lo in range(0, n, chunk):
+        rows = torch.eye(n, device=losses.device)[lo : lo + chunk]
+        grads = torch.autograd.grad(
+            losses,
+            list(params.values()),
+            grad_outputs=rows,
+            is_grads_batched=True,
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        for name, g in zip(params, grads, strict=True):
+            fisher[name] += (g.detach() ** 2).sum(0)
+    return fisher
+
+
 class EWC(Strategy):
-    """Online EWC: an empirical Fisher from ``fisher_batches`` batches of the task's own data at
-    each task's end, the old Fisher decayed by ``gamma``; the pass is charged to the budget."""
+    """Online EWC: at each task's end the per-sample empirical Fisher (mean over samples of the
+    squared per-sample gradient) from ``fisher_batches`` batches of the task's own data, the old
+    Fisher decayed by ``gamma``; the pass's measured FLOPs are charged to the budget."""
 
     name = "ewc"
 
-    def __init__(self, strength: float = 0.02, gamma: float = 0.9, fisher_batches: int = 4):
+    def __init__(
+        self,
+        strength: float = 0.02,
+        gamma: float = 0.9,
+        fisher_batches: int = 4,
+        normalise: bool = False,
+    ):
         self.strength, self.gamma, self.fisher_batches = strength, gamma, fisher_batches
+        self.normalise = normalise
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
 
     def penalty(self, model):
         return _quadratic(model, self.fisher, self.anchor, self.strength)
 
-    def task_end(self, model, task: int, batches: Callable[[int], dict]) -> None:
-        params = _named(model)
-        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    def estimate(self, model, batches: Callable[[int], dict]) -> dict[str, torch.Tensor]:
         was_training = model.training
         model.train()
+        total, count = None, 0
         for i in range(self.fisher_batches):
-            model.zero_grad(set_to_none=True)
-            clip_loss(model, batches(i)).backward()
-            for n, p in params.items():
-                if p.grad is not None:
-                    fisher[n] += p.grad.detach() ** 2 / self.fisher_batches
+            batch = batches(i)
+            part = empirical_fisher(model, batch)
+            count += len(batch["pixel_values"])
+            total = part if total is None else {n: total[n] + v for n, v in part.items()}
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-        fisher = _normalised(fisher)
+        return {n: v / count for n, v in total.items()}
+
+    def task_end(self, model, task: int, batches: Callable[[int], dict]) -> None:
+        fisher = self.estimate(model, batches)
+        if self.normalise:
+            fisher = _normalised(fisher)
         self.fisher = {
             n: self.gamma * self.fisher[n] + f if n in self.fisher else f for n, f in fisher.items()
         }
-        self.anchor = {n: p.detach().clone() for n, p in params.items()}
+        self.anchor = {n: p.detach().clone() for n, p in _named(model).items()}
 
-    def extra_passes(self) -> int:
-        return self.fisher_batches
+    def per_task_work(self, model, batches: Callable[[int], dict]) -> None:
+        self.estimate(model, batches)
+
+    def for_budget(self, model):
+        state = copy.copy(self)
+        params = _named(model)
+        state.fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+        state.anchor = {n: p.detach().clone() for n, p in params.items()}
+        return state
 
     def extra_state_bytes(self, model) -> int:
         return 2 * sum(p.numel() * p.element_size() for p in _named(model).values())
@@ -72,23 +131,46 @@ class EWC(Strategy):
 
 class SI(Strategy):
     """Synaptic intelligence: each weight's contribution to the loss decrease along its path
-    (-grad x update, summed over steps), divided by its squared total move at task end."""
+    (-grad x update, summed over steps), divided by its squared total move at task end. The
+    gradient is the task loss's, before clipping: read as each gradient is accumulated, less
+    the penalty's analytic gradient."""
 
     name = "si"
 
-    def __init__(self, strength: float = 0.02, damping: float = 1e-3):
-        self.strength, self.damping = strength, damping
+    def __init__(self, strength: float = 0.02, damping: float = 1e-3, normalise: bool = False):
+        self.strength, self.damping, self.normalise = strength, damping, normalise
         self.omega: dict[str, torch.Tensor] = {}
         self.path: dict[str, torch.Tensor] = {}
         self.previous: dict[str, torch.Tensor] = {}
         self.start: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
+        self.grad: dict[str, torch.Tensor] = {}
+        self.hooks: list = []
 
     def task_begin(self, model, task: int) -> None:
         params = _named(model)
         self.start = {n: p.detach().clone() for n, p in params.items()}
         self.previous = {n: p.detach().clone() for n, p in params.items()}
         self.path = {n: torch.zeros_like(p) for n, p in params.items()}
+        self._unhook()
+        self.hooks = [
+            p.register_post_accumulate_grad_hook(self._reader(n)) for n, p in params.items()
+        ]
+
+    def _reader(self, name: str):
+        @torch.no_grad()
+        def read(p: torch.Tensor) -> None:
+            g = p.grad.detach().clone()
+            if name in self.omega:
+                g -= self.strength * self.omega[name] * (p - self.anchor[name])
+            self.grad[name] = g
+
+        return read
+
+    def _unhook(self) -> None:
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
 
     def penalty(self, model):
         return _quadratic(model, self.omega, self.anchor, self.strength)
@@ -96,20 +178,30 @@ class SI(Strategy):
     @torch.no_grad()
     def after_update(self, model) -> None:
         for n, p in _named(model).items():
-            if p.grad is not None:
-                self.path[n] -= p.grad * (p - self.previous[n])
+            if n in self.grad:
+                self.path[n] -= self.grad[n] * (p - self.previous[n])
             self.previous[n].copy_(p)
+        self.grad = {}
 
     @torch.no_grad()
     def task_end(self, model, task: int, batches) -> None:
+        self._unhook()
         params = _named(model)
         new = {
             n: (self.path[n] / ((p - self.start[n]) ** 2 + self.damping)).clamp_min(0)
             for n, p in params.items()
         }
-        new = _normalised(new)
+        if self.normalise:
+            new = _normalised(new)
         self.omega = {n: self.omega.get(n, 0) + v for n, v in new.items()}
         self.anchor = {n: p.detach().clone() for n, p in params.items()}
 
+    def for_budget(self, model):
+        state = copy.copy(self)
+        params = _named(model)
+        state.omega = {n: torch.zeros_like(p) for n, p in params.items()}
+        state.anchor = {n: p.detach().clone() for n, p in params.items()}
+        return state
+
     def extra_state_bytes(self, model) -> int:
-        return 5 * sum(p.numel() * p.element_size() for p in _named(model).values())
+        return 6 * sum(p.numel() * p.element_size() for p in _named(model).values())
