@@ -122,14 +122,31 @@ def save_clip(clip: Clip, path: Path) -> None:
 
 
 def load_clip(path: str | Path) -> Clip:
-    """A CLIP checkpoint directory (ours or a real one) with its tokenizer and processor."""
+    """A CLIP checkpoint directory (ours or a real one) with its tokenizer and processor, or
+    ``open_clip:ARCH[:FILE]`` (an open_clip architecture or config JSON, and a checkpoint)."""
+    import json
+
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
+    from emulate.continual.openclip_model import PREFIX, load_open_clip
+
+    if str(path).startswith(PREFIX):
+        return load_open_clip(str(path))
     path = Path(path)
     if not (path / "config.json").exists():
         raise ClipLoadError(
             f"{path} holds no CLIP checkpoint (no config.json); build a world with "
-            "`emulate continual build` or save a CLIPModel there with save_pretrained"
+            "`emulate continual build`, save a CLIPModel there with save_pretrained, or name an "
+            "open_clip model as open_clip:ARCH[:FILE]"
+        )
+    try:
+        kind = json.loads((path / "config.json").read_text()).get("model_type")
+    except (ValueError, AttributeError):
+        kind = None
+    if kind != "clip":
+        raise ClipLoadError(
+            f"{path} holds a {kind or 'unreadable'} checkpoint, not a CLIP (model_type 'clip'); "
+            "give a CLIPModel folder or open_clip:ARCH[:FILE]"
         )
     try:
         model = CLIPModel.from_pretrained(path)

@@ -18,7 +18,7 @@ class ImageFolderError(EmulateError, ValueError):
     """A folder that is not one sub-folder of images per class."""
 
 
-def _square(image, size: int) -> np.ndarray:
+def square(image, size: int) -> np.ndarray:
     """Centre-crop to a square, resize to ``size``, RGB uint8."""
     from PIL import Image
 
@@ -44,7 +44,7 @@ def image_folder(root: str | Path, image_size: int) -> ImageSet:
         for path in sorted((root / name).iterdir()):
             if path.suffix.lower() in SUFFIXES:
                 with Image.open(path) as image:
-                    images.append(_square(image, image_size))
+                    images.append(square(image, image_size))
                 labels.append(i)
     if not images:
         raise ImageFolderError(f"{root}'s class folders hold no images ({sorted(SUFFIXES)})")
