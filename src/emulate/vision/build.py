@@ -2,8 +2,9 @@
 
 ``build_world`` writes the verified chains (``chains/``), the aligned model (``aligned/``) and
 the members ``direct`` and ``tools`` (each a normal checkpoint with its processor). A manifest
-holds a key hashing the arguments and the code, so a second build with the same arguments trains
-nothing. The members' SFT runs in two processes when two cores are there (``workers.py``).
+holds a key hashing the arguments and the code, and every file's size and sha256, so a second
+build with the same arguments trains nothing and a damaged one is rebuilt (``common.cache``).
+The members' SFT runs in two processes when two cores are there (``workers.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from emulate.common.cache import build_key, is_built, read_manifest, world_dir, write_manifest
+from emulate.common.cache import CacheError, build_key, cached_build, verified_manifest, world_dir
 from emulate.common.errors import EmulateError
 from emulate.common.progress import TrainingBars
 from emulate.vision.model import VLMShape
@@ -61,13 +62,25 @@ def code_files() -> list[Path]:
 
 
 def load_world(directory: str | Path) -> dict:
-    """The manifest of a built world; a clear error when there is none."""
-    manifest = read_manifest(directory)
-    if manifest is None or manifest.get("kind") != "vision":
-        raise WorldError(
-            f"{directory} holds no built vision world; run `emulate vision build --out {directory}`"
-        )
-    return manifest
+    """The manifest of a built world, every file checked; a clear error when it is not usable."""
+    try:
+        return verified_manifest(directory, "vision", _expected)
+    except CacheError as exc:
+        raise WorldError(str(exc)) from None
+
+
+def _expected(manifest: dict) -> tuple[str, dict]:
+    """The key and spec this code gives the manifest's size and seed."""
+    size, seed = manifest.get("size"), manifest.get("seed")
+    if size not in SIZES or not isinstance(seed, int):
+        raise WorldError(f"the manifest names size {size!r} and seed {seed!r}; this emulate knows "
+                         f"the sizes {', '.join(SIZES)}: rebuild the world with `emulate vision "
+                         f"build --size micro` or `--size default`")
+    return _key(size, seed), asdict(SIZES[size])
+
+
+def _key(size: str, seed: int) -> str:
+    return build_key({"size": size, "seed": seed, "spec": asdict(SIZES[size])}, code_files())
 
 
 def build_world(out: str | Path | None, size: str = "default", seed: int = 0,
@@ -75,52 +88,57 @@ def build_world(out: str | Path | None, size: str = "default", seed: int = 0,
     """Build (or return the cached) world in ``out``; returns the directory."""
     if size not in SIZES:
         raise WorldError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
-    spec = SIZES[size]
     out = Path(out) if out else default_dir(size, seed)
-    key = build_key({"size": size, "seed": seed, "spec": asdict(spec)}, code_files())
-    if is_built(out, key):
-        return out
+
+    def build(folder: Path) -> dict:
+        return _build(folder, size, seed, progress, workers)
+
+    return cached_build(out, "vision", _key(size, seed), asdict(SIZES[size]), build)
+
+
+def _build(out: Path, size: str, seed: int, progress: bool, workers: int) -> dict:
+    """Write chains, the aligned model and the members into ``out``; the manifest's extras."""
     from emulate.vision.dataset import synthesize_dataset
     from emulate.vision.model import new_model
     from emulate.vision.train import AlignmentData, Schedule, train
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)
+    spec = SIZES[size]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    started = time.time()
-    bars = TrainingBars(progress)
-    timings = {}
-    with bars:
-        processor = _processor()
-        bars.event(("add", "synthesis", spec.questions))
-        stats = synthesize_dataset(
-            seed, spec.questions, out / "chains",
-            progress=lambda i, n: bars.event(("step", "synthesis", i, 0.0)),
-        )
-        timings["synthesis"] = round(time.time() - started, 1)
-        model = new_model(spec.shape, processor.tokenizer, seed)
-        if spec.caption_steps:
-            captions = Schedule(spec.caption_steps, spec.batch, spec.lr)
-            train(model, processor, AlignmentData(seed, captions.steps * captions.batch, True),
-                  captions, seed, bars.event, "captions")
-        schedule = Schedule(spec.align_steps, spec.batch, spec.lr)
-        align_loss = train(model, processor, AlignmentData(seed, schedule.steps * schedule.batch),
-                           schedule, seed, bars.event, "alignment")
-        _save(model, processor, out / "aligned")
-        timings["alignment"] = round(time.time() - started - timings["synthesis"], 1)
-        t0 = time.time()
-        losses = train_members(out, MEMBERS, spec, seed, bars.event, workers)
-        timings["members"] = round(time.time() - t0, 1)
-    manifest = {
-        "kind": "vision", "key": key, "size": size, "seed": seed, "spec": asdict(spec),
-        "members": list(MEMBERS), "synthesis": stats, "alignment_loss": align_loss,
-        "member_loss": losses, "seconds": timings,
-        "build_seconds": round(time.time() - started, 1),
-    }
-    write_manifest(out, manifest)
-    torch.set_num_threads(threads)
-    return out
+    try:
+        started = time.time()
+        bars = TrainingBars(progress)
+        timings = {}
+        with bars:
+            processor = _processor()
+            bars.event(("add", "synthesis", spec.questions))
+            stats = synthesize_dataset(
+                seed, spec.questions, out / "chains",
+                progress=lambda i, n: bars.event(("step", "synthesis", i, 0.0)),
+            )
+            timings["synthesis"] = round(time.time() - started, 1)
+            model = new_model(spec.shape, processor.tokenizer, seed)
+            if spec.caption_steps:
+                captions = Schedule(spec.caption_steps, spec.batch, spec.lr)
+                train(model, processor,
+                      AlignmentData(seed, captions.steps * captions.batch, True),
+                      captions, seed, bars.event, "captions")
+            schedule = Schedule(spec.align_steps, spec.batch, spec.lr)
+            align_loss = train(model, processor,
+                               AlignmentData(seed, schedule.steps * schedule.batch),
+                               schedule, seed, bars.event, "alignment")
+            _save(model, processor, out / "aligned")
+            timings["alignment"] = round(time.time() - started - timings["synthesis"], 1)
+            t0 = time.time()
+            losses = train_members(out, MEMBERS, spec, seed, bars.event, workers)
+            timings["members"] = round(time.time() - t0, 1)
+        return {
+            "size": size, "seed": seed, "members": list(MEMBERS), "synthesis": stats,
+            "alignment_loss": align_loss, "member_loss": losses, "seconds": timings,
+            "build_seconds": round(time.time() - started, 1),
+        }
+    finally:
+        torch.set_num_threads(threads)
 
 
 def train_member(out: Path, member: str, size: str, seed: int, target: Path, report) -> float:

@@ -2,25 +2,27 @@
 
 ``build_world`` writes ``world.json`` (people and splits), the shared tokenizer, and six Hugging
 Face checkpoints (``small_base``, ``large_base``, ``{small,large}_{helpful,harmless}``). A manifest
-holds a hash of the arguments and of the code that produced them, so a second build with the same
-arguments returns at once.
+holds a hash of the arguments and of the code that produced them and every file's size and
+sha256, so a second build with the same arguments returns at once, and a damaged or stale world is
+rebuilt (or, on load, named). Building, locking and checking follow ``common.cache``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from emulate.common.cache import world_dir
+from emulate.common.cache import CacheError, cached_build, verified_manifest, world_dir
+from emulate.common.errors import EmulateError
 from emulate.common.progress import TrainingBars
+from emulate.common.workers import build_workers as build_workers
+from emulate.common.workers import run_jobs
 from emulate.world import corpus
 from emulate.world.facts import VALUES, World, make_world
 from emulate.world.tokenizer import train_tokenizer
@@ -118,6 +120,10 @@ def build_key(size: str, seed: int, spec: WorldSize | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+class WorldError(EmulateError, ValueError):
+    """A directory that holds no usable world, or an unknown size."""
+
+
 @dataclass
 class WorldInfo:
     """A built world: its facts and splits, and where each member's checkpoint lies."""
@@ -132,26 +138,38 @@ class WorldInfo:
 
 
 def load_world(out_dir: str | Path) -> WorldInfo:
+    """The world in ``out_dir``, every file checked against its manifest and the current code."""
     out_dir = Path(out_dir)
-    manifest_path = out_dir / "manifest.json"
-    if not manifest_path.exists():
-        raise FileNotFoundError(
-            f"{out_dir} holds no built world (no manifest.json); "
-            f"run `emulate world build --out {out_dir}`"
-        )
-    return WorldInfo(
-        out_dir, World.load(out_dir / "world.json"), json.loads(manifest_path.read_text())
-    )
-
-
-def is_built(out_dir: Path, key: str) -> bool:
     try:
-        info = load_world(out_dir)
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return info.manifest.get("key") == key and all(
-        (p / "config.json").exists() for p in info.members.values()
-    )
+        manifest = verified_manifest(out_dir, "world", _expected)
+    except CacheError as exc:
+        raise WorldError(str(exc)) from None
+    return WorldInfo(out_dir, World.load(out_dir / "world.json"), manifest)
+
+
+def _expected(manifest: dict) -> tuple[str, dict]:
+    """The key and spec this code gives the manifest's size and seed (its own spec if unnamed)."""
+    size, seed = manifest.get("size"), manifest.get("seed")
+    if not isinstance(seed, int) or not isinstance(size, str):
+        raise WorldError(f"the manifest names no size and seed (size {size!r}, seed {seed!r}); "
+                         "rebuild it with `emulate world build`")
+    if size in SIZES:
+        spec = SIZES[size]
+    else:
+        try:
+            spec = _spec_from(manifest["spec"])
+        except (KeyError, TypeError) as exc:
+            raise WorldError(f"the manifest's size {size!r} is none of {', '.join(SIZES)} and "
+                             f"its spec is unreadable ({exc}); rebuild it: `emulate world build "
+                             f"--size micro` or `--size default`") from None
+    return build_key(size, seed, spec), asdict(spec)
+
+
+def _spec_from(data: dict) -> WorldSize:
+    shapes = {k: ModelShape(**data[k]) for k in ("small", "large")}
+    schedules = {k: Schedule(**data[k]) for k in ("small_pretrain", "large_pretrain", "finetune")}
+    rest = {k: v for k, v in data.items() if k not in shapes and k not in schedules}
+    return WorldSize(**shapes, **schedules, **rest)
 
 
 def build_world(
@@ -170,92 +188,52 @@ def build_world(
     line asks for it whenever the machine has two cores.
     """
     if size not in SIZES and spec is None:
-        raise ValueError(f"unknown world size {size!r}; choose from {sorted(SIZES)}")
+        raise WorldError(f"unknown world size {size!r}; choose from {sorted(SIZES)}")
     spec = spec or SIZES[size]
     out_dir = Path(out_dir) if out_dir else default_world_dir(size, seed)
-    key = build_key(size, seed, spec)
-    if is_built(out_dir, key):
-        return out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)
+
+    def build(folder: Path) -> dict:
+        return _build(folder, size, seed, spec, progress, workers)
+
+    return cached_build(out_dir, "world", build_key(size, seed, spec), asdict(spec), build)
+
+
+def _build(out_dir: Path, size: str, seed: int, spec: WorldSize, progress: bool,
+           workers: int) -> dict:
+    """Write the world, tokenizer and six members into ``out_dir``; the manifest's extras."""
     threads = torch.get_num_threads()
     # One thread: on a shared 2-core machine, two OpenMP threads per process run up to 10x
     # slower than one (measured), and a fixed count keeps the arithmetic reproducible.
     torch.set_num_threads(1)
-    started = time.time()
-    world = make_world(
-        spec.n_people, seed, qa_fraction=spec.qa_fraction, large_qa_fraction=spec.large_qa_fraction
-    )
-    world.save(out_dir / "world.json")
-    bar = TrainingBars(progress)
-    with bar:
-        tokenizer = _tokenizer(world, spec, seed)
-        tokenizer.save_pretrained(out_dir / "tokenizer")
-        stats = _train_pairs(out_dir, spec, seed, bar, workers)
-    manifest = {
-        "key": key,
-        "size": size,
-        "seed": seed,
-        "spec": asdict(spec),
-        "members": list(MEMBERS),
-        "vocab_size": len(tokenizer),
-        "stats": stats,
-        "build_seconds": round(time.time() - started, 1),
-    }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    torch.set_num_threads(threads)
-    return out_dir
-
-
-def build_workers() -> int:
-    """Processes a command-line build uses: one per pair, if the cores are there."""
-    return min(2, os.cpu_count() or 1)
+    try:
+        started = time.time()
+        world = make_world(spec.n_people, seed, qa_fraction=spec.qa_fraction,
+                           large_qa_fraction=spec.large_qa_fraction)
+        world.save(out_dir / "world.json")
+        bar = TrainingBars(progress)
+        with bar:
+            tokenizer = _tokenizer(world, spec, seed)
+            tokenizer.save_pretrained(out_dir / "tokenizer")
+            stats = _train_pairs(out_dir, spec, seed, bar, workers)
+        return {
+            "size": size,
+            "seed": seed,
+            "members": list(MEMBERS),
+            "vocab_size": len(tokenizer),
+            "stats": stats,
+            "build_seconds": round(time.time() - started, 1),
+        }
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _train_pairs(out_dir: Path, spec: WorldSize, seed: int, bar, workers: int) -> dict:
     """Train both pairs (base, then its two fine-tunes), in parallel processes if asked."""
-    if workers < 2 or not _can_spawn():
-        stats = {}
-        for pair in ("small", "large"):
-            stats.update(train_pair(out_dir, pair, spec, seed, bar.event))
-        return stats
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, wait
-
-    context = mp.get_context("spawn")
-    with (
-        context.Manager() as manager,
-        ProcessPoolExecutor(2, mp_context=context, initializer=_worker_setup) as pool,
-    ):
-        events = manager.Queue()
-        jobs = [
-            pool.submit(train_pair, out_dir, pair, spec, seed, events.put)
-            for pair in ("small", "large")
-        ]
-        while not all(job.done() for job in jobs):
-            wait(jobs, timeout=0.2)
-            while not events.empty():
-                bar.event(events.get())
-        while not events.empty():
-            bar.event(events.get())
-        stats = {}
-        for job in jobs:
-            stats.update(job.result())
+    jobs = {pair: (train_pair, (out_dir, pair, spec, seed)) for pair in ("small", "large")}
+    stats = {}
+    for pair_stats in run_jobs(jobs, bar.event, workers).values():
+        stats.update(pair_stats)
     return {member: stats[member] for member in BUILD_ORDER}
-
-
-def _worker_setup() -> None:
-    """A training process: one thread (as in-process builds), no library progress bars."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    torch.set_num_threads(1)
-
-
-def _can_spawn() -> bool:
-    """A spawned worker re-imports the main script: impossible when it came from stdin."""
-    main = getattr(sys.modules.get("__main__"), "__file__", None)
-    return main is None or Path(main).exists()
 
 
 def train_pair(out_dir: Path, pair: str, spec: WorldSize, seed: int, report) -> dict:
