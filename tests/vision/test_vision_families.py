@@ -100,6 +100,41 @@ def test_qwen25_boxes_are_pixels_of_the_image_as_seen(qwen25_checkpoint):
         adapter.to_normalized(ToolCall("focus_area", {"box": [0, 0, 900, 900]}), image)
 
 
+CONVENTIONS = [
+    # Qwen2-VL: 0-1000 relative; a box in pixels of the 3000x2000 photo is past 1000
+    ("qwen2_checkpoint", "<|box_start|>(250,500),(500,1000)<|box_end|>",
+     "<|box_start|>(750,1000),(1500,2000)<|box_end|>", "coordinates run from 0 to 1000"),
+    # Qwen2.5-VL: absolute pixels of the image as seen; a relative 0-1 box is refused
+    ("qwen25_checkpoint", None,
+     '<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [0.25, 0.5, 0.5, 1]}}'
+     "</tool_call>", "relative coordinates"),
+]
+
+
+@pytest.mark.parametrize(("fixture", "right", "wrong", "message"), CONVENTIONS)
+def test_a_box_in_the_wrong_convention_is_an_error_observation(
+    request, fixture, right, wrong, message
+):
+    adapter = Adapter.load(request.getfixturevalue(fixture))
+    image = Image.new("RGB", (3000, 2000), "white")
+    if right is None:  # the same region in pixels of the image as the model sees it
+        width, height = adapter.seen_size(image)
+        right = (
+            '<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": '
+            f"[{width / 4}, {height / 2}, {width / 2}, {height}]}}}}</tool_call>"
+        )
+    for reply, error in ((right, None), (wrong, message)):
+        replies = iter([reply, "<answer>x</answer>"])
+        trace = run(lambda messages, observations, r=replies: next(r), image, "q?",
+                    parse=adapter.parse, to_normalized=adapter.to_normalized)
+        assert trace.answer == "x"
+        if error is None:
+            assert trace.steps[0].error is None
+            assert trace.observations[1].region == (750.0, 1000.0, 1500.0, 2000.0)
+        else:
+            assert len(trace.observations) == 1 and error in trace.steps[0].error
+
+
 def test_a_checkpoint_that_is_not_image_text_to_text(tmp_path, llava_checkpoint):
     tokenizer = tiny_tokenizer(["<pad>"], [], pad_token="<pad>")
     config = LlamaConfig(
