@@ -108,3 +108,34 @@ def test_demo_on_the_cached_micro_world(continual_world, tmp_path, monkeypatch):
     result = _run("demo", "--size", "micro", "--tasks", "2", "--out", str(tmp_path / "demo"))
     assert result.exit_code == 0, result.output
     assert "ema-merge" in result.output and (tmp_path / "demo" / "trajectory.png").exists()
+
+
+def test_transfer_metrics_by_hand():
+    from emulate.continual.metrics import transfer
+
+    start = [0.1, 0.2, 0.0]
+    matrix = [[0.9, 0.3, 0.1], [0.6, 0.8, 0.2], [0.5, 0.7, 0.9]]
+    out = transfer(start, matrix)
+    assert out["forgetting"] == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)
+    assert out["bwt"] == pytest.approx(((0.5 - 0.9) + (0.7 - 0.8)) / 2)
+    assert out["fwt"] == pytest.approx(((0.3 - 0.2) + (0.2 - 0.0)) / 2)
+
+
+def test_run_json_carries_the_matrix_and_transfer(continual_data):
+    from emulate.continual.stream import RunConfig, run_stream
+
+    world, data = continual_data
+    r = run_stream(world, RunConfig("finetune", tasks=3, steps=10), data)
+    matrix, stream = r["matrix"], r["stream"]
+    assert len(matrix) == 3 and all(len(row) == 3 for row in matrix)
+    sizes = [len(task) for task in stream]
+    for row, point in zip(matrix, r["trajectory"], strict=True):
+        # every adaptation concept is in the stream with as many test images: the size-weighted
+        # mean of a row is that point's KA
+        ka = sum(a * n for a, n in zip(row, sizes, strict=True)) / sum(sizes)
+        assert ka == pytest.approx(point["ka"], abs=1e-9)
+    assert {"forgetting", "bwt", "fwt"} <= set(r)
+    assert r["forgetting"] >= -r["bwt"] - 1e-12  # the max over rows includes the diagonal
+    u = world.universe
+    labels = [len(d.concepts) for d in (*u.adapt, *u.evaluation)]
+    assert r["start"]["chance"] == pytest.approx(sum(1 / n for n in labels) / len(labels))

@@ -3,6 +3,12 @@
 KA is the mean zero-shot accuracy over the adaptation datasets, ZS the same over the eval-only
 datasets, each always over a dataset's FULL label set; GM = sqrt(KA * ZS). A run is a trajectory:
 the zero-shot start, one point after every task, its final point and its average over tasks.
+
+The per-task matrix R[i][j] is the accuracy on the test images of task j's concepts (each still
+classified among its dataset's full label set) after training task i; from it, with R_0 the
+start: average forgetting (mean over j < T of max_{j <= i < T} R[i][j] - R[T][j]), backward
+transfer (mean over j < T of R[T][j] - R[j][j]) and forward transfer (mean over j > 1 of
+R[j-1][j] - R_0[j], what earlier tasks did for a task before it was trained).
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from emulate.continual.clip import Clip, zero_shot_accuracy
+import numpy as np
+
+from emulate.continual.clip import Clip, image_embeddings, text_classifier
 from emulate.continual.universe import ZERO_SHOT_TEMPLATES, ImageSet, Universe, dataset_split
 
 
@@ -28,17 +36,61 @@ def eval_sets(universe: Universe) -> EvalSets:
     )
 
 
-def evaluate(clip: Clip, sets: EvalSets, templates=ZERO_SHOT_TEMPLATES) -> dict:
-    """{"ka", "zs", "datasets": {name: accuracy}} of ``clip``."""
-    accuracy = {
-        name: zero_shot_accuracy(clip, s.images, s.labels, s.names, templates)
+def _correct(clip: Clip, s: ImageSet, templates) -> np.ndarray:
+    """Whether each image is classified right among ALL of its dataset's names."""
+    was_training = clip.model.training
+    clip.model.eval()
+    classes = text_classifier(clip, s.names, templates).cpu()
+    predicted = (image_embeddings(clip, s.images) @ classes.T).argmax(-1).numpy()
+    clip.model.train(was_training)
+    return predicted == s.labels
+
+
+def evaluate(
+    clip: Clip, sets: EvalSets, templates=ZERO_SHOT_TEMPLATES, tasks: list[list[str]] = ()
+) -> dict:
+    """{"ka", "zs", "datasets": {name: accuracy}, "tasks": [accuracy on each task's
+    concepts]} of ``clip``."""
+    correct = {
+        name: _correct(clip, s, templates)
         for group in (sets.adapt, sets.evaluation)
         for name, s in group.items()
     }
+    accuracy = {name: float(c.mean()) for name, c in correct.items()}
+    by_concept: dict[str, list[bool]] = {}
+    for name, s in sets.adapt.items():
+        for label, right in zip(s.labels, correct[name], strict=True):
+            by_concept.setdefault(s.names[label], []).append(bool(right))
+    per_task = [
+        float(np.mean([r for c in task for r in by_concept.get(c, [])] or [0.0])) for task in tasks
+    ]
     return {
         "ka": sum(accuracy[n] for n in sets.adapt) / len(sets.adapt),
         "zs": sum(accuracy[n] for n in sets.evaluation) / len(sets.evaluation),
         "datasets": accuracy,
+        "tasks": per_task,
+    }
+
+
+def chance(sets: EvalSets) -> float:
+    """The mean over datasets of 1 / labels."""
+    groups = [*sets.adapt.values(), *sets.evaluation.values()]
+    return sum(1 / len(s.names) for s in groups) / len(groups)
+
+
+def transfer(start: list[float], matrix: list[list[float]]) -> dict:
+    """Average forgetting, backward and forward transfer of the per-task matrix."""
+    t = len(matrix)
+    if t < 2:
+        return {"forgetting": 0.0, "bwt": 0.0, "fwt": 0.0}
+    last = matrix[-1]
+    forgetting = [max(matrix[i][j] for i in range(j, t - 1)) - last[j] for j in range(t - 1)]
+    bwt = [last[j] - matrix[j][j] for j in range(t - 1)]
+    fwt = [matrix[j - 1][j] - start[j] for j in range(1, t)]
+    return {
+        "forgetting": sum(forgetting) / (t - 1),
+        "bwt": sum(bwt) / (t - 1),
+        "fwt": sum(fwt) / (t - 1),
     }
 
 
@@ -47,13 +99,21 @@ def gm(ka: float, zs: float) -> float:
 
 
 def summarize(start: dict, trajectory: list[dict]) -> dict:
-    """start {ka, zs}, trajectory [{task, ka, zs}], final {ka, zs, gm}, average {ka, zs, gm}."""
+    """start {ka, zs, chance}, trajectory [{task, ka, zs}], final {ka, zs, gm}, average
+    {ka, zs, gm}; with per-task accuracies, matrix, forgetting, bwt and fwt."""
     last = trajectory[-1]
     ka = sum(p["ka"] for p in trajectory) / len(trajectory)
     zs = sum(p["zs"] for p in trajectory) / len(trajectory)
-    return {
+    out = {
         "start": {"ka": start["ka"], "zs": start["zs"]},
         "trajectory": [{"task": p["task"], "ka": p["ka"], "zs": p["zs"]} for p in trajectory],
         "final": {"ka": last["ka"], "zs": last["zs"], "gm": gm(last["ka"], last["zs"])},
         "average": {"ka": ka, "zs": zs, "gm": gm(ka, zs)},
     }
+    if "chance" in start:
+        out["start"]["chance"] = start["chance"]
+    if start.get("tasks") and all(p.get("tasks") for p in trajectory):
+        matrix = [p["tasks"] for p in trajectory]
+        out.update({"matrix": matrix, "start_tasks": start["tasks"]})
+        out.update(transfer(start["tasks"], matrix))
+    return out

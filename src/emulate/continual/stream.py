@@ -18,7 +18,7 @@ from emulate.continual.loop import new_accelerator, new_optimizer, train_steps
 from emulate.continual.merge_rules import check_rule, check_weight
 from emulate.continual.methods import check_method, make_strategy
 from emulate.continual.methods.base import Strategy, UnwrappedHooks
-from emulate.continual.metrics import eval_sets, evaluate, summarize
+from emulate.continual.metrics import chance, eval_sets, evaluate, summarize
 from emulate.continual.mixture import BatchSampler, Mixture, TaskData, task_data
 from emulate.continual.pretrain import World
 from emulate.continual.schedules import check_schedule, cosine, learning_rate, warmup_steps
@@ -128,7 +128,7 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
 
         return batches
 
-    start = evaluate(clip, data.tests)
+    start = {**evaluate(clip, data.tests, tasks=tasks), "chance": chance(data.tests)}
     strategy: Strategy = make_strategy(config.method, config.merge_rule, config.merge_weight)
     probe = batches_for(task_data(data.train, tasks[0]), task_data(data.train, []), 0)(0)
     reference = measure_step(_all_trainable(clip.model), probe, Strategy())
@@ -151,7 +151,9 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
     def measure(task: int) -> None:
         unwrapped = accelerator.unwrap_model(model)
         point = evaluate(
-            Clip(strategy.eval_model(unwrapped), clip.tokenizer, clip.image_processor), data.tests
+            Clip(strategy.eval_model(unwrapped), clip.tokenizer, clip.image_processor),
+            data.tests,
+            tasks=tasks,
         )
         trajectory.append({"task": task + 1, **point})
 
