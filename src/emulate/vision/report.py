@@ -10,6 +10,7 @@ from emulate.vision.build import SIZES, load_world
 from emulate.vision.evaluate import MODES, evaluate
 
 MEMBERS = ("direct", "tools")
+MAX_EVAL_QUESTIONS = 100_000  # per kind: a typo must not buy days of generation
 
 
 class InputError(EmulateError, ValueError):
@@ -29,12 +30,18 @@ def adapter(path: Path):
 
 
 def evaluate_member(world: Path, member: str, mode: str, n: int | None = None) -> dict:
+    """One member's metrics on ``n`` held-out questions per kind (the world's default if None)."""
+    if n is not None and (isinstance(n, bool) or not 1 <= n <= MAX_EVAL_QUESTIONS):
+        raise InputError(
+            f"--n {n} is out of range: give 1 to {MAX_EVAL_QUESTIONS} held-out questions per "
+            "kind, or leave it out for the world's default"
+        )
     if member not in MEMBERS:
         raise InputError(f"unknown member {member!r}; choose direct or tools")
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     manifest = load_world(world)
-    n = n or SIZES[manifest["size"]].eval_questions
+    n = n if n is not None else SIZES[manifest["size"]].eval_questions
     model = adapter(world / member)
     return evaluate(model, manifest["seed"], n, mode, to_normalized=model.to_normalized)
 
