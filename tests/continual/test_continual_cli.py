@@ -35,7 +35,8 @@ def test_run_prints_the_protocol_json(continual_world):
     )
     assert result.exit_code == 0, result.output
     r = json.loads(result.stdout)
-    assert set(r["start"]) == {"ka", "zs"}
+    assert set(r["start"]) == {"ka", "zs", "chance"}
+    assert len(r["matrix"]) == 3 and {"forgetting", "bwt", "fwt"} <= set(r)
     assert [p["task"] for p in r["trajectory"]] == [1, 2, 3]
     assert set(r["final"]) == set(r["average"]) == {"ka", "zs", "gm"}
     assert r["final"]["ka"] == r["trajectory"][-1]["ka"]
