@@ -65,6 +65,7 @@ def test_compare_spends_equal_compute(continual_world, tmp_path):
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert (out / "trajectory.png").stat().st_size > 0 and (out / "table.md").exists()
+    assert (out / "matrix.png").stat().st_size > 0
     joint = results["joint"]
     for r in results.values():
         assert abs(r["mafs_per_task"] / joint["mafs_per_task"] - 1) <= 0.05
@@ -140,3 +141,23 @@ def test_run_json_carries_the_matrix_and_transfer(continual_data):
     u = world.universe
     labels = [len(d.concepts) for d in (*u.adapt, *u.evaluation)]
     assert r["start"]["chance"] == pytest.approx(sum(1 / n for n in labels) / len(labels))
+
+
+def test_compare_over_seeds_gives_intervals(continual_world, tmp_path):
+    from emulate.continual.intervals import t_interval
+
+    out = tmp_path / "seeds"
+    args = ["--world", str(continual_world), "--methods", "finetune", "--tasks", "2"]
+    args += ["--steps", "5", "--seeds", "0,1", "--out", str(out), "--json"]
+    result = _run("compare", *args)
+    assert result.exit_code == 0, result.output
+    intervals = json.loads(result.stdout)["finetune"]
+    finals = [
+        json.loads((out / f"seed{s}" / "results.json").read_text())["finetune"]["final"]["ka"]
+        for s in (0, 1)
+    ]
+    ka = intervals["final.ka"]
+    assert ka == pytest.approx(t_interval(finals)) and ka["low"] <= ka["mean"] <= ka["high"]
+    # two values: mean +- 12.706 * |a - b| / 2
+    assert ka["high"] - ka["mean"] == pytest.approx(12.706 * abs(finals[0] - finals[1]) / 2, 1e-3)
+    assert {"forgetting", "bwt", "fwt", "final.gm"} <= set(intervals)

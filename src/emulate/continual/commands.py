@@ -213,8 +213,9 @@ def markdown_table(results: dict[str, dict]) -> str:
 def compare_methods(
     world: Path, methods: list[str], out: Path, progress: bool = True, **options
 ) -> dict[str, dict]:
-    """Run every method on the same stream; write results.json, table.md and trajectory.png."""
-    from emulate.continual.plots import trajectory_plot
+    """Run every method on the same stream; write results.json, table.md, trajectory.png and
+    matrix.png (the per-task accuracy matrices)."""
+    from emulate.continual.plots import matrix_plot, trajectory_plot
 
     configs = [_config(m, **options) for m in methods]
     results = dict(zip(methods, _run_all(world, configs, progress), strict=True))
@@ -226,6 +227,7 @@ def compare_methods(
         out / "trajectory.png",
         f"{options['ordering']} ordering, T={options['tasks']}, seed {options['seed']}",
     )
+    matrix_plot(results, out / "matrix.png")
     return results
 
 
@@ -311,7 +313,7 @@ def compare(
             Console().print(intervals_table(intervals))
         return
     Console().print(results_table(results))
-    Console(stderr=True).print(f"wrote {out}/results.json, table.md, trajectory.png")
+    Console(stderr=True).print(f"wrote {out}/results.json, table.md, trajectory.png, matrix.png")
 
 
 def intervals_table(intervals: dict[str, dict]) -> Table:
