@@ -35,7 +35,8 @@ def test_run_prints_the_protocol_json(continual_world):
     )
     assert result.exit_code == 0, result.output
     r = json.loads(result.stdout)
-    assert set(r["start"]) == {"ka", "zs", "chance"}
+    assert set(r["start"]) == {"ka", "zs", "chance", "retrieval"}
+    assert set(r["retrieval"]) == {"i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"}
     assert len(r["matrix"]) == 3 and {"forgetting", "bwt", "fwt"} <= set(r)
     assert [p["task"] for p in r["trajectory"]] == [1, 2, 3]
     assert set(r["final"]) == set(r["average"]) == {"ka", "zs", "gm"}
@@ -161,3 +162,41 @@ def test_compare_over_seeds_gives_intervals(continual_world, tmp_path):
     # two values: mean +- 12.706 * |a - b| / 2
     assert ka["high"] - ka["mean"] == pytest.approx(12.706 * abs(finals[0] - finals[1]) / 2, 1e-3)
     assert {"forgetting", "bwt", "fwt", "final.gm"} <= set(intervals)
+
+
+def test_retrieval_recall_against_a_loop_and_its_share_of_zs(continual_data):
+    import torch
+
+    from emulate.continual.clip import image_embeddings
+    from emulate.continual.metrics import evaluate, retrieval
+
+    world, data = continual_data
+    clip, r = world.clip(), data.tests.retrieval
+    fast = retrieval(clip, r)
+    image = image_embeddings(clip, r.images)
+    with torch.no_grad():
+        text = clip.model.get_text_features(**clip.tokens(r.captions))
+    text = torch.nn.functional.normalize(getattr(text, "pooler_output", text), dim=-1)
+    sims = (image @ text.T).tolist()
+    n = len(r.concepts)
+    for k in (1, 5):
+        i2t = sum(
+            any(
+                r.concepts[j] == r.concepts[i]
+                for j in sorted(range(n), key=lambda j: -sims[i][j])[:k]
+            )
+            for i in range(n)
+        )
+        t2i = sum(
+            any(
+                r.concepts[i] == r.concepts[j]
+                for i in sorted(range(n), key=lambda i: -sims[i][j])[:k]
+            )
+            for j in range(n)
+        )
+        assert fast[f"i2t_r{k}"] == pytest.approx(i2t / n)
+        assert fast[f"t2i_r{k}"] == pytest.approx(t2i / n)
+    point = evaluate(clip, data.tests)
+    scores = [point["datasets"][d] for d in data.tests.evaluation]
+    scores.append((fast["i2t_r5"] + fast["t2i_r5"]) / 2)
+    assert point["zs"] == pytest.approx(sum(scores) / len(scores))

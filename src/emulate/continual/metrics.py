@@ -9,6 +9,14 @@ classified among its dataset's full label set) after training task i; from it, w
 start: average forgetting (mean over j < T of max_{j <= i < T} R[i][j] - R[T][j]), backward
 transfer (mean over j < T of R[T][j] - R[j][j]) and forward transfer (mean over j > 1 of
 R[j-1][j] - R_0[j], what earlier tasks did for a task before it was trained).
+
+Retrieval runs on a held-out split: ``RETRIEVAL_PER_CONCEPT`` images of every eval-only concept
+from its dataset's train split (never trained on: the stream trains on adaptation datasets only)
+with one seeded caption each. A hit at k is a caption of the same concept among the top k (the
+captions are templates of the concept name, so a pair's own caption is one of many equal ones).
+As in the paper, the retrieval set enters ZS as one more eval-only dataset whose score is its
+recall@5 (the mean of image-to-text and text-to-image): ZS is the mean over the eval-only
+datasets and that score.
 """
 
 from __future__ import annotations
@@ -17,23 +25,80 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from emulate.continual.clip import Clip, image_embeddings, text_classifier
-from emulate.continual.universe import ZERO_SHOT_TEMPLATES, ImageSet, Universe, dataset_split
+from emulate.continual.universe import (
+    ZERO_SHOT_TEMPLATES,
+    ImageSet,
+    Universe,
+    caption,
+    dataset_split,
+)
+
+RETRIEVAL_PER_CONCEPT = 4
+
+
+@dataclass
+class RetrievalSet:
+    images: np.ndarray
+    captions: list[str]
+    concepts: list[str]  # of each image and its caption
 
 
 @dataclass
 class EvalSets:
     adapt: dict[str, ImageSet]
     evaluation: dict[str, ImageSet]
+    retrieval: RetrievalSet | None = None
+
+
+def retrieval_set(universe: Universe) -> RetrievalSet:
+    """The held-out retrieval split of the eval-only concepts."""
+    rng = np.random.default_rng([universe.seed, 30_000])
+    images, concepts = [], []
+    for d in universe.evaluation:
+        s = dataset_split(universe, d.name, "train")
+        for label in range(len(s.names)):
+            rows = np.flatnonzero(s.labels == label)[:RETRIEVAL_PER_CONCEPT]
+            images.append(s.images[rows])
+            concepts += [s.names[label]] * len(rows)
+    captions = [caption(universe, c, rng, 0.0) for c in concepts]
+    return RetrievalSet(np.concatenate(images), captions, concepts)
 
 
 def eval_sets(universe: Universe) -> EvalSets:
-    """The held-out test images of every dataset."""
+    """The held-out test images of every dataset, and the retrieval split."""
     return EvalSets(
         {d.name: dataset_split(universe, d.name, "test") for d in universe.adapt},
         {d.name: dataset_split(universe, d.name, "test") for d in universe.evaluation},
+        retrieval_set(universe),
     )
+
+
+@torch.no_grad()
+def retrieval(clip: Clip, r: RetrievalSet) -> dict:
+    """Image-to-text and text-to-image recall@1 and @5 (a hit: the same concept)."""
+    was_training = clip.model.training
+    clip.model.eval()
+    image = image_embeddings(clip, r.images)
+    device = next(clip.model.parameters()).device
+    text = clip.model.get_text_features(
+        **{k: v.to(device) for k, v in clip.tokens(r.captions).items()}
+    )
+    text = torch.nn.functional.normalize(getattr(text, "pooler_output", text), dim=-1).cpu()
+    clip.model.train(was_training)
+    ids = {c: i for i, c in enumerate(dict.fromkeys(r.concepts))}
+    concept = torch.tensor([ids[c] for c in r.concepts])
+    same = concept[:, None] == concept[None, :]
+    sims = image @ text.T
+    out = {}
+    for k in (1, 5):
+        top_text = sims.topk(k, dim=1).indices  # per image
+        top_image = sims.T.topk(k, dim=1).indices  # per caption
+        out[f"i2t_r{k}"] = float(same.gather(1, top_text).any(1).float().mean())
+        out[f"t2i_r{k}"] = float(same.gather(1, top_image).any(1).float().mean())
+    return out
 
 
 def _correct(clip: Clip, s: ImageSet, templates) -> np.ndarray:
@@ -64,11 +129,15 @@ def evaluate(
     per_task = [
         float(np.mean([r for c in task for r in by_concept.get(c, [])] or [0.0])) for task in tasks
     ]
+    zs_scores = [accuracy[n] for n in sets.evaluation]
+    out = {"datasets": accuracy, "tasks": per_task}
+    if sets.retrieval is not None:
+        out["retrieval"] = retrieval(clip, sets.retrieval)
+        zs_scores.append((out["retrieval"]["i2t_r5"] + out["retrieval"]["t2i_r5"]) / 2)
     return {
         "ka": sum(accuracy[n] for n in sets.adapt) / len(sets.adapt),
-        "zs": sum(accuracy[n] for n in sets.evaluation) / len(sets.evaluation),
-        "datasets": accuracy,
-        "tasks": per_task,
+        "zs": sum(zs_scores) / len(zs_scores),
+        **out,
     }
 
 
@@ -112,6 +181,9 @@ def summarize(start: dict, trajectory: list[dict]) -> dict:
     }
     if "chance" in start:
         out["start"]["chance"] = start["chance"]
+    if "retrieval" in last:
+        out["retrieval"] = last["retrieval"]
+        out["start"]["retrieval"] = start.get("retrieval")
     if start.get("tasks") and all(p.get("tasks") for p in trajectory):
         matrix = [p["tasks"] for p in trajectory]
         out.update({"matrix": matrix, "start_tasks": start["tasks"]})
