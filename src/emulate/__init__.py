@@ -5,6 +5,8 @@ emulated disalignment (ED) runs a release's alignment backwards as a safety audi
 formula over model log-probs, e.g. `large + 1.0*(small_chat - small)`.
 """
 
+import importlib
+
 from emulate.common.errors import (
     EmulateError,
     FormulaError,
@@ -14,10 +16,34 @@ from emulate.common.errors import (
     TemplateError,
     VocabularyMismatchError,
 )
-from emulate.compose.composition import Composition
-from emulate.compose.decoding import Completion, Delta
-from emulate.compose.formula import disalign, downscale, mix, parse_formula, upscale
-from emulate.compose.sampling import Plausibility, SamplingParams
+
+# The engine (torch, transformers) loads on first use, so `emulate --help` and argument errors
+# answer at once: `from emulate import Composition` imports it then.
+_LAZY = {
+    "Composition": "emulate.compose.composition",
+    "Completion": "emulate.compose.decoding",
+    "Delta": "emulate.compose.decoding",
+    "disalign": "emulate.compose.formula",
+    "downscale": "emulate.compose.formula",
+    "mix": "emulate.compose.formula",
+    "parse_formula": "emulate.compose.formula",
+    "upscale": "emulate.compose.formula",
+    "Plausibility": "emulate.compose.sampling",
+    "SamplingParams": "emulate.compose.sampling",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'emulate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Completion",

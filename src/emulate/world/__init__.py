@@ -7,22 +7,22 @@
 Members: small_base, large_base, small_helpful, large_helpful, small_harmless, large_harmless.
 """
 
-from emulate.world.evaluate import evaluate
-from emulate.world.family import (
-    MEMBERS,
-    SIZES,
-    WorldInfo,
-    build_world,
-    default_world_dir,
-    load_world,
-)
+import importlib
 
-__all__ = [
-    "MEMBERS",
-    "SIZES",
-    "WorldInfo",
-    "build_world",
-    "default_world_dir",
-    "evaluate",
-    "load_world",
-]
+# Loaded on first use (they need torch), so the command line's help does not wait for them.
+_LAZY = {"evaluate": "emulate.world.evaluate", **dict.fromkeys(
+    ("MEMBERS", "SIZES", "WorldInfo", "build_world", "default_world_dir", "load_world"),
+    "emulate.world.family")}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'emulate.world' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -12,14 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from emulate.common.errors import EmulateError
-from emulate.world.evaluate import GROUPS, evaluate
-from emulate.world.family import (
-    SIZES,
-    build_workers,
-    build_world,
-    default_world_dir,
-    load_world,
-)
+
+# The world's sizes, named here so that `--help` needs no torch (family.SIZES has their shapes;
+# a test keeps the two in step).
+SIZE_NAMES = ("micro", "default")
 
 world_app = typer.Typer(
     help="The toy world: a model family with known facts, trained on the CPU.", no_args_is_help=True
@@ -64,12 +60,15 @@ def build(
     out: Annotated[
         Path | None, typer.Option("--out", help="Directory to write (default: the cache).")
     ] = None,
-    size: Annotated[str, typer.Option("--size", help=f"One of {', '.join(SIZES)}.")] = "default",
+    size: Annotated[str, typer.Option("--size", help=f"One of {', '.join(SIZE_NAMES)}.")]
+    = "default",
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of the facts, corpora and training.")
     ] = 0,
 ) -> None:
     """Make a seeded world of fictional people and train its six-model family."""
+    from emulate.world.family import build_workers, build_world, default_world_dir, load_world
+
     out = out or default_world_dir(size, seed)
     _quiet()
     console = Console(stderr=True)
@@ -96,6 +95,7 @@ def tasks_command(
     = "default",
 ) -> None:
     """Write the world's lm-evaluation-harness tasks (multiple choice over birth cities)."""
+    from emulate.world.family import default_world_dir
     from emulate.world.tasks import write_tasks
 
     world = world or default_world_dir(size, 0)
@@ -109,6 +109,8 @@ def tasks_command(
 
 
 def load_world_or_none(directory: Path):
+    from emulate.world.family import load_world
+
     try:
         return load_world(directory)
     except (OSError, ValueError, KeyError):
@@ -147,6 +149,9 @@ def eval_command(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 32,
 ) -> None:
     """Exact metrics of a model or composition on the world's held-out people."""
+    from emulate.world.evaluate import GROUPS, evaluate
+    from emulate.world.family import default_world_dir
+
     world = world or default_world_dir("default", 0)
     _quiet()
     try:
@@ -194,6 +199,9 @@ def demo_command(
     examples: Annotated[int, typer.Option("--examples", help="Answers to show side by side.")] = 3,
 ) -> None:
     """Reproduce emulated fine-tuning's claims in miniature, on the toy world."""
+    from emulate.world.evaluate import evaluate
+    from emulate.world.family import build_workers, build_world, default_world_dir
+
     _quiet()
     console = Console()
     console.rule("[bold]Emulated fine-tuning, in miniature")
