@@ -15,9 +15,11 @@ from emulate.continual.methods.base import Strategy, trainable
 
 
 def new_accelerator():
+    """Without an accelerator, processes started by ``accelerate launch --multi_gpu`` (torchrun)
+    only join one process group when Accelerate is told to run on the CPU (gloo)."""
     from accelerate import Accelerator
 
-    return Accelerator()
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 def new_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.1):

@@ -24,6 +24,7 @@ PREFIX = "open_clip:"
 class ClipOutput:
     loss: torch.Tensor | None
     logits_per_image: torch.Tensor
+    logits_per_text: torch.Tensor
 
 
 class OpenClipModel(torch.nn.Module):
@@ -54,7 +55,7 @@ class OpenClipModel(torch.nn.Module):
             target = torch.arange(len(logits), device=logits.device)
             ce = torch.nn.functional.cross_entropy
             loss = (ce(logits, target) + ce(logits.T, target)) / 2
-        return ClipOutput(loss, logits)
+        return ClipOutput(loss, logits, logits.T)
 
 
 class OpenClipTokenizer:
