@@ -230,6 +230,25 @@ def test_an_empty_prompt_is_a_400_as_at_the_api(http, path, body, param):
     assert error["param"] == param and "the prompt is empty" in error["message"], error
 
 
+def test_a_dropped_upload_logs_no_error(server, http, caplog):
+    """A client that hangs up halfway through its body is not a server error."""
+    import logging
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(server.url)
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(3):
+            with socket.create_connection((url.hostname, url.port)) as raw:
+                raw.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+                            b'{"model": "')
+        time.sleep(0.5)
+        assert http.get("/health").json()["status"] == "ok"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
 def test_the_openai_client_raises_on_bad_requests(client):
     with pytest.raises(openai.BadRequestError, match="temperature"):
         client.completions.create(model=EFT, prompt="a", temperature=-1)

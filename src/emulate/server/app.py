@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from emulate.common.errors import (
     EmulateError,
@@ -81,6 +82,12 @@ def create_app(served: dict[str, Served], settings: ServerSettings | None = None
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _dropped(request: Request, exc: ClientDisconnect):
+        # A client that hangs up mid-upload is no server error: nothing to log, no one to answer.
+        log.debug("client left during the upload to %s", request.url.path)
+        return JSONResponse({}, status_code=499)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
