@@ -2,6 +2,7 @@
 (built from configs) load, generate, count image tokens by pixels, convert boxes in their own
 convention, answer through `vision ask`; every bad checkpoint or option is a clear error."""
 
+import json
 import shutil
 
 import pytest
@@ -198,13 +199,16 @@ def test_ask_answers_on_any_family(request, fixture, tmp_path):
             str(tmp_path / "seen"),
             "--max-calls",
             "1",
+            "--max-turns",
+            "1",
             "--max-new-tokens",
             "8",
             "What is green?",
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "answer:" in result.output and (tmp_path / "seen" / "trace.json").exists()
+    assert "[1] " in result.output and "[2] " not in result.output and "answer:" in result.output
+    assert json.loads((tmp_path / "seen" / "trace.json").read_text())["steps"]
 
 
 @pytest.mark.parametrize(
