@@ -229,11 +229,16 @@ def _build(out_dir: Path, size: str, seed: int, spec: WorldSize, progress: bool,
 
 def _train_pairs(out_dir: Path, spec: WorldSize, seed: int, bar, workers: int) -> dict:
     """Train both pairs (base, then its two fine-tunes), in parallel processes if asked."""
-    jobs = {pair: (train_pair, (out_dir, pair, spec, seed)) for pair in ("small", "large")}
+    jobs = {pair: (_pair_job, (out_dir, pair, spec, seed)) for pair in ("small", "large")}
     stats = {}
     for pair_stats in run_jobs(jobs, bar.event, workers).values():
         stats.update(pair_stats)
     return {member: stats[member] for member in BUILD_ORDER}
+
+
+def _pair_job(out_dir: Path, pair: str, spec: WorldSize, seed: int, report) -> dict:
+    """``train_pair`` as a pool job (it takes ``report`` by keyword)."""
+    return train_pair(out_dir, pair, spec, seed, report)
 
 
 def train_pair(out_dir: Path, pair: str, spec: WorldSize, seed: int, report) -> dict:
