@@ -48,15 +48,17 @@ def test_ask_prints_a_trace_and_saves_observations(micro_vision, tmp_path):
     assert "answer:" in result.stdout and (save / "observation-0.png").exists()
 
 
-@pytest.mark.parametrize("case", ["missing", "not_image", "too_big", "empty_question"])
+@pytest.mark.parametrize("case", ["missing", "not_image", "bomb", "empty_question"])
 def test_bad_input_is_one_clear_error(micro_vision, tmp_path, case):
     from PIL import Image
+
+    from test_vision_images import png_header
 
     image, question = tmp_path / "x.png", "What code is on the red tile?"
     if case == "not_image":
         image.write_text("not an image")
-    elif case == "too_big":
-        Image.new("RGB", (5000, 10)).save(image)
+    elif case == "bomb":  # a 69-byte PNG whose header claims 20000 x 20000 pixels
+        png_header(image, 20000, 20000)
     elif case == "empty_question":
         Image.new("RGB", (64, 64)).save(image)
         question = "  "
