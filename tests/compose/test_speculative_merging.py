@@ -122,15 +122,17 @@ def test_what_cannot_merge_says_so(upscaled):
         upscaled.decoder(PROMPTS[:1], params, SPEC, joining="yes")
 
 
-def test_a_one_token_prompt_joins_too(upscaled):
-    assert upscaled.prompt_ids("large", "") == [upscaled.tokenizer.bos_token_id]
+def test_the_shortest_prompts_join_too(upscaled):
+    """One character after the start token: the shortest prompt a composition takes ("" is
+    refused as empty)."""
+    assert len(upscaled.prompt_ids("large", "b")) == 2
     params = mixed(3, 3)
     decoder = upscaled.decoder(PROMPTS[:1], copy.deepcopy(params[:1]), SPEC)
     decoder.step()
-    late = upscaled.decoder(["", "a"], copy.deepcopy(params[1:]), SPEC, joining=True)
+    late = upscaled.decoder(["b", "a"], copy.deepcopy(params[1:]), SPEC, joining=True)
     first_tokens(late)
     decoder.merge(late)
     while not decoder.done:
         decoder.step()
     assert [decoder.completion(i).token_ids for i in range(3)] == [
-        c.token_ids for c in alone(upscaled, [PROMPTS[0], "", "a"], params)]
+        c.token_ids for c in alone(upscaled, [PROMPTS[0], "b", "a"], params)]

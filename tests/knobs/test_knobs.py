@@ -18,9 +18,9 @@ from emulate.cli import app
 from emulate.knobs.audit import run_audit, world_prompts
 from emulate.knobs.judges import Item, JudgeError, OpenAIJudge, chat_url, parse_verdict
 from emulate.knobs.sweep import FRONTIER, load_family
-from emulate.world import evaluate, load_world
+from emulate.world import load_world
 from emulate.world.corpus import Question
-from emulate.world.evaluate import score
+from emulate.world.evaluate import evaluate, score
 
 runner = CliRunner()
 PNG = b"\x89PNG"

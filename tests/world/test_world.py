@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from emulate import Composition
-from emulate.world import MEMBERS, build_world, corpus, evaluate, load_world
+from emulate.world import MEMBERS, build_world, corpus, load_world
 from emulate.world.corpus import CLOSING, REFUSAL, Question, eval_questions
-from emulate.world.evaluate import answer, make_composition, score
+from emulate.world.evaluate import answer, evaluate, make_composition, score
 from emulate.world.facts import VALUES, make_world
 from emulate.world.family import WorldSize
 from emulate.world.train import ModelShape, Schedule, document_example, new_model, train
