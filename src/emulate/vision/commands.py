@@ -1,4 +1,4 @@
-"""The ``emulate vision`` commands: build, synth, eval, ablate, ask, demo."""
+"""The ``emulate vision`` commands: build, synth, eval, ablate, ask, demo, bench."""
 
 from __future__ import annotations
 
@@ -201,3 +201,35 @@ def demo(
     except EmulateError as exc:
         fail(exc)
     typer.echo(str(path))
+
+
+@vision_app.command("bench")
+def bench_command(
+    model: Annotated[Path, typer.Option("--model", help="Any image-text-to-text checkpoint.")],
+    file: Annotated[Path, typer.Option("--file", help="Multiple-choice JSONL (V* or plain).")],
+    mode: Annotated[str, typer.Option("--mode", help="direct (no calls) or tools.")] = "tools",
+    max_calls: Annotated[int, typer.Option("--max-calls", help="Tool calls, 0 to 32.")] = 4,
+    traces: Annotated[
+        Path | None, typer.Option("--traces", help="JSONL of every item's trace.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Accuracy on a benchmark file with a 95% interval, per category, calls per question."""
+    from emulate.vision.bench import bench_file
+
+    quiet_transformers()
+    try:
+        result = bench_file(model, file, mode, max_calls, traces)
+    except EmulateError as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    console.print(
+        f"accuracy {result['accuracy']:.1%} (95% {result['low']:.1%}-{result['high']:.1%}), "
+        f"n {result['n']}, answered {result['answered']:.1%}, "
+        f"calls/q {result['calls_per_question']:.2f}"
+    )
+    for name, row in result["by_category"].items():
+        console.print(f"  {name}: {row['accuracy']:.1%} of {row['n']}")
+
