@@ -5,8 +5,6 @@ emulated disalignment (ED) runs a release's alignment backwards as a safety audi
 formula over model log-probs, e.g. `large + 1.0*(small_chat - small)`.
 """
 
-import importlib
-
 from emulate.common.errors import (
     EmulateError,
     FormulaError,
@@ -16,6 +14,7 @@ from emulate.common.errors import (
     TemplateError,
     VocabularyMismatchError,
 )
+from emulate.common.lazy import lazy_exports
 
 # The engine (torch, transformers) loads on first use, so `emulate --help` and argument errors
 # answer at once: `from emulate import Composition` imports it then.
@@ -33,16 +32,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'emulate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Names load on first use, so the command line's help needs neither the server nor torch."""
 
-import importlib
+from emulate.common.lazy import lazy_exports
 
 _LAZY = {
     "create_app": "emulate.server.app",
@@ -22,13 +22,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'emulate.server' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)

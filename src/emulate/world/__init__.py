@@ -8,7 +8,7 @@
 Members: small_base, large_base, small_helpful, large_helpful, small_harmless, large_harmless.
 """
 
-import importlib
+from emulate.common.lazy import lazy_exports
 
 # Loaded on first use (they need torch), so the command line's help does not wait for them.
 # (``evaluate`` is not among them: the name is its module's, and importing the module rebinds it.)
@@ -18,13 +18,4 @@ _LAZY = dict.fromkeys(
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'emulate.world' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
