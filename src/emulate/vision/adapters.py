@@ -41,6 +41,7 @@ MAX_PIXELS = 1280 * 28 * 28
 PIXELS_RANGE = (4 * 28 * 28, 16384 * 28 * 28)
 KEPT_SPECIAL = ("<|box_start|>", "<|box_end|>", "<|object_ref_start|>", "<|object_ref_end|>")
 GRAMMAR_MARK = "<|assistant|>"  # the project's own chat template, trained on the grammar
+GRAMMAR_TOOL = "focus_area"  # the grammar's tool as one added token: a tokenizer built for it
 
 
 class ModelLoadError(EmulateError, ValueError):
@@ -69,7 +70,9 @@ class Adapter:
         self.max_new_tokens = max_new_tokens
         self.family = getattr(model.config, "model_type", "")
         tokenizer = processor.tokenizer
-        grammar_trained = GRAMMAR_MARK in tokenizer.get_vocab()
+        grammar_trained = (
+            GRAMMAR_MARK in tokenizer.get_vocab() or GRAMMAR_TOOL in tokenizer.get_added_vocab()
+        )
         if call_format == "auto":
             call_format = "grammar" if grammar_trained else AUTO_FORMAT.get(self.family, "grammar")
         self.call_format = formats.check_format(call_format)
