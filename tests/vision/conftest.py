@@ -1,4 +1,5 @@
-"""Tiny random checkpoints of the three real families, built once per test session."""
+"""Tiny random checkpoints of the three real families and a micro world, built once per test
+session."""
 
 from __future__ import annotations
 
@@ -22,3 +23,21 @@ def qwen2_checkpoint(tmp_path_factory):
 def llava_checkpoint(tmp_path_factory):
     """Folder of a random Llava-1.5-style checkpoint with its processor."""
     return tiny_llava(tmp_path_factory.mktemp("llava"))
+
+
+@pytest.fixture(scope="session")
+def micro_vision(tmp_path_factory):
+    """A built micro vision world (both members), shared by every test that needs one."""
+    from emulate.vision.build import build_world
+
+    return build_world(tmp_path_factory.mktemp("vision") / "micro", "micro", 0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def micro_chains(tmp_path_factory):
+    """Verified chains of 12 questions (the micro world's recipes), as `synth` writes them."""
+    from emulate.vision.dataset import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("chains")
+    synthesize_dataset(0, 12, out)
+    return out

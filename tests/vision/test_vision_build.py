@@ -6,16 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 from emulate.cli import app
-from emulate.vision.build import build_world
 
 runner = CliRunner()
 KEYS = {"accuracy", "chance", "valid_calls", "containment", "calls_per_question",
         "without_calls", "n"}
-
-
-@pytest.fixture(scope="module")
-def micro_vision(tmp_path_factory):
-    return build_world(tmp_path_factory.mktemp("vision") / "micro", "micro", 0, progress=False)
 
 
 def test_a_second_build_trains_nothing(micro_vision, monkeypatch):
@@ -51,7 +45,6 @@ def test_ask_prints_a_trace_and_saves_observations(micro_vision, tmp_path):
 @pytest.mark.parametrize("case", ["missing", "not_image", "bomb", "empty_question"])
 def test_bad_input_is_one_clear_error(micro_vision, tmp_path, case):
     from PIL import Image
-
     from test_vision_images import png_header
 
     image, question = tmp_path / "x.png", "What code is on the red tile?"

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+from trl.chat_template_utils import qwen2_5_vl_chat_template
 
 TEXTS = [
     "What code is on the red tile? The answer is 42.",
@@ -44,22 +45,8 @@ QWEN_SPECIAL = [
 ]
 QWEN_ADDED = ["<tool_call>", "</tool_call>"]
 
-QWEN_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+# Qwen2.5-VL's released chat template (Qwen2-VL ships the same one).
+QWEN_TEMPLATE = qwen2_5_vl_chat_template
 
 LLAVA_SPECIAL = ["<s>", "</s>", "<unk>", "<pad>", "<image>"]
 LLAVA_TEMPLATE = (

@@ -12,6 +12,7 @@ its model card documents); Llava and this project's models give 0-1000.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -113,6 +114,13 @@ class Adapter:
                 f"{path} is not an image-text-to-text checkpoint "
                 f"(AutoModelForImageTextToText cannot load it): {exc}"
             ) from None
+        trained = path / "emulate_vision.json"  # written by `emulate vision train`
+        if trained.exists():
+            recorded = json.loads(trained.read_text())
+            if kwargs.get("call_format", "auto") == "auto":
+                kwargs["call_format"] = recorded.get("call_format", "auto")
+            if kwargs.get("system_prompt") is None:
+                kwargs["system_prompt"] = recorded.get("system_prompt")
         return cls(model, processor, **kwargs)
 
     def _cap_pixels(self, max_pixels: int) -> None:

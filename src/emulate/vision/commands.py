@@ -1,4 +1,4 @@
-"""The ``emulate vision`` commands: build, synth, eval, ablate, ask, demo, bench."""
+"""The ``emulate vision`` commands: build, synth, eval, ablate, ask, demo, bench, train, export."""
 
 from __future__ import annotations
 
@@ -233,3 +233,53 @@ def bench_command(
     for name, row in result["by_category"].items():
         console.print(f"  {name}: {row['accuracy']:.1%} of {row['n']}")
 
+
+
+@vision_app.command("train")
+def train_command(
+    model: Annotated[Path, typer.Option("--model", help="Any image-text-to-text checkpoint.")],
+    data: Annotated[Path, typer.Option("--data", help="Chains from `emulate vision synth`.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the trained checkpoint.")],
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Steps (0: one epoch).")] = 0,
+    member: Annotated[
+        str,
+        typer.Option("--member", help="Chains to learn: direct, focus_area, zoom_in, reuse, all."),
+    ] = "all",
+    call_format: Annotated[
+        str, typer.Option("--format", help="Call format to train (auto: the checkpoint's own).")
+    ] = "auto",
+    batch: Annotated[int, typer.Option("--batch", help="Per-device batch.")] = 4,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-4,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the order and the init.")] = 0,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 mixed precision (GPUs).")] = False,
+) -> None:
+    """SFT of a checkpoint on verified chains through TRL (runs under `accelerate launch`)."""
+    from emulate.vision.sft import SFTOptions, train_checkpoint
+
+    quiet_transformers()
+    options = SFTOptions(max_steps, batch, lr, seed, member, call_format, bf16)
+    try:
+        report = train_checkpoint(model, data, out, options)
+    except EmulateError as exc:
+        fail(exc)
+    typer.echo(json.dumps(report))
+
+
+@vision_app.command("export")
+def export_command(
+    world: WorldOption = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for questions.jsonl and images.")
+    ] = Path("vision-export"),
+    n: Annotated[
+        int | None, typer.Option("--n", help="Held-out questions per kind (eval's default).")
+    ] = None,
+) -> None:
+    """The world's held-out questions (the ones `eval` scores) as a benchmark file."""
+    from emulate.vision.export import export_world
+
+    try:
+        path = export_world(_world(world), out, n)
+    except EmulateError as exc:
+        fail(exc)
+    typer.echo(str(path))

@@ -271,3 +271,43 @@ def pixels_to_normalized(call: ToolCall, width: int, height: int) -> ToolCall:
             )
         arguments[key] = [round(v * SCALE / s) for v, s in zip(values, sides, strict=True)]
     return ToolCall(call.name, arguments)
+
+
+def write(call: ToolCall, name: str, seen: tuple[int, int], family_pixels: bool) -> str | None:
+    """The call (0-1000 coordinates) as format ``name`` writes it, or None where the format
+    cannot say it (DeepEyes only crops the original; Mini-o3 and Qwen boxes only magnify).
+
+    ``seen`` is the (width, height) of the call's source image as the model sees it;
+    ``family_pixels`` says the family's convention is absolute pixels (Qwen2.5-VL)."""
+    width, height = seen
+    arguments = dict(call.arguments)
+
+    def pixels(values):
+        sides = [width, height] * (len(values) // 2)
+        return [round(v * s / SCALE) for v, s in zip(values, sides, strict=True)]
+
+    def family(values):
+        return pixels(values) if family_pixels else [round(v) for v in values]
+
+    box, source = arguments.get("box"), arguments.get("source", 0)
+    plain_box = box is not None and "factor" not in arguments and "point" not in arguments
+    if name in ("grammar", "openai"):
+        for key in ("box", "point"):
+            if key in arguments:
+                arguments[key] = family(arguments[key])
+        if name == "grammar":
+            return ToolCall(call.name, arguments).to_text()
+        body = json.dumps({"name": call.name, "arguments": json.dumps(arguments)})
+        return json.dumps({"tool_calls": [{"type": "function", "function": json.loads(body)}]})
+    if name == "deepeyes" and call.name == "focus_area" and plain_box and source == 0:
+        body = {"name": DEEPEYES_TOOL, "arguments": {"bbox_2d": pixels(box)}}
+        return f"<tool_call>{json.dumps(body)}</tool_call>"
+    if name == "minio3" and call.name == "zoom_in" and plain_box:
+        where = "original_image" if source == 0 else f"observation_{source}"
+        body = {"bbox_2d": [round(v / SCALE, 3) for v in box], "source": where}
+        return f"<grounding>{json.dumps(body)}</grounding>"
+    if name == "qwen_box" and call.name == "zoom_in" and plain_box and source == 0:
+        x1, y1, x2, y2 = family(box)
+        return f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
+    check_format(name)
+    return None
