@@ -262,7 +262,8 @@ def train_command(
         report = train_checkpoint(model, data, out, options)
     except EmulateError as exc:
         fail(exc)
-    typer.echo(json.dumps(report))
+    if report["main_process"]:  # under `accelerate launch`, one report, not one per process
+        typer.echo(json.dumps(report))
 
 
 @vision_app.command("export")

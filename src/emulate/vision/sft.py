@@ -271,6 +271,8 @@ def train_checkpoint(model: str | Path, chains: str | Path, out: str | Path,
         "loss": result.training_loss,
         "masking": "generation markers" if template else "prefix lengths",
         "options": asdict(options),
+        "processes": trainer.args.world_size,
+        "main_process": trainer.is_world_process_zero(),
     }
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(out))
