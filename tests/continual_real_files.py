@@ -117,3 +117,31 @@ def hf_model(folder: Path) -> str:
     tokenizer = build_tokenizer(sorted(words), list("abcdefghijklmnopqrstuvwxyz"))
     save_clip(new_clip(ClipShape(32, 1, 2, 8, 16), tokenizer, SIZE, 0), folder)
     return str(folder)
+
+
+def run_each(out: Path, arg_lists: list[list[str]]) -> list[dict]:
+    """``emulate ARGS --json`` in this process for every list; the results also go to
+    ``out/rank<R>.json`` (one file per process under ``accelerate launch``: no interleaved
+    output). ``python -m continual_real_files OUT ARGS_JSON`` runs it as a script."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from emulate.cli import app
+
+    results = []
+    for args in arg_lists:
+        done = CliRunner().invoke(app, args)
+        if done.exit_code:
+            raise SystemExit(f"{args}: {done.output}{done.exception!r}")
+        lines = [line for line in done.output.splitlines() if line.startswith("{")]
+        results.append(json.loads(lines[-1]))  # warnings may follow on stderr
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    run_each(Path(sys.argv[1]), json.loads(sys.argv[2]))

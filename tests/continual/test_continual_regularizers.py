@@ -9,7 +9,6 @@ import torch
 
 from emulate.continual.loop import new_optimizer, train_steps
 from emulate.continual.methods import make_strategy
-from emulate.continual.methods.base import UnwrappedHooks
 from emulate.continual.methods.regularizers import empirical_fisher, per_sample_losses
 
 
@@ -52,7 +51,7 @@ def test_per_sample_fisher_matches_a_loop_over_samples(continual_data):
 def test_ewc_is_not_renormalised_unless_asked(continual_data):
     world, data = continual_data
     clip, batch = _batch(world, data)
-    plain, scaled = make_strategy("ewc"), make_strategy("ewc")
+    plain, scaled = (make_strategy("ewc", fisher_samples=6) for _ in range(2))
     scaled.normalise = True
     plain.task_end(clip.model, 0, lambda i: batch)
     scaled.task_end(clip.model, 0, lambda i: batch)
@@ -64,7 +63,15 @@ def test_ewc_is_not_renormalised_unless_asked(continual_data):
 
 
 class _Accelerator:
+    """The calls the loop makes of an Accelerator, on one process."""
+
     device = torch.device("cpu")
+    process_index, num_processes = 0, 1
+
+    def unwrap_model(self, model):
+        from accelerate.utils import extract_model_from_parallel
+
+        return extract_model_from_parallel(model)
 
     def backward(self, loss):
         loss.backward()
@@ -131,7 +138,7 @@ def test_ewc_and_si_under_distributed_data_parallel(continual_data, tmp_path):
                     lambda s: batch,
                     2,
                     lambda s: 1e-3,
-                    UnwrappedHooks(strategy, unwrap),
+                    strategy,
                 )
                 strategy.task_end(unwrap(wrapped), task, lambda i: batch)
             assert strategy.penalty(unwrap(wrapped)) is not None

@@ -12,6 +12,7 @@ per-task MAFs; per-task extras (EWC's Fisher pass) come out of it first.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -104,7 +105,7 @@ def plan_steps(
         raise BudgetError(
             f"a per-task budget of {reference_steps} full fine-tuning steps buys {name} no "
             f"step (one costs {step_mafs / reference.flops:.2f} of a fine-tuning step, plus "
-            f"{extra / reference.flops:.1f} for its per-task extras); raise --steps"
+            f"{extra / reference.flops:.1f} for its per-task extras); raise --steps or --budget"
         )
     return Plan(steps, steps * step_mafs + extra, step_mafs, extra, ratio)
 
@@ -119,3 +120,31 @@ def measure_extra_passes(
         strategy.per_task_work(model, lambda i: batch)
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / cost.flops
+
+
+def _all_trainable(model: torch.nn.Module) -> torch.nn.Module:
+    reference = copy.deepcopy(model)
+    for p in reference.parameters():
+        p.requires_grad_(True)
+    return reference
+
+
+def plan_method(
+    model: torch.nn.Module, probe: dict, strategy: Strategy, reference_steps: int, name: str
+) -> tuple[torch.nn.Module, Plan, StepCost]:
+    """What every stream does before its first step: measure full fine-tuning's step on the
+    global batch ``probe``, let the strategy prepare the model, size its per-task extras to the
+    budget (``fit_extras``), measure its step with penalty and state present and its extras;
+    returns (the model to train, the plan, full fine-tuning's step cost)."""
+    reference = measure_step(_all_trainable(model), probe, Strategy())
+    model = strategy.prepare(model)
+    cost = measure_step(model, probe, strategy.for_budget(model))
+    ratio = cost.memory / reference.memory
+
+    def extra_in_reference_steps() -> float:
+        passes = measure_extra_passes(model, probe, strategy, cost)
+        return passes * cost.flops * ratio / reference.flops
+
+    strategy.fit_extras(extra_in_reference_steps, reference_steps)
+    extra = measure_extra_passes(model, probe, strategy, cost) or strategy.extra_passes()
+    return model, plan_steps(reference, reference_steps, cost, extra, name), reference

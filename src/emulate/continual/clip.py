@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from emulate.common.errors import EmulateError
+from emulate.continual.openclip_model import PREFIX, OpenClipError, load_open_clip
 
 PAD, EOS, SOS, UNK = "[PAD]", "[EOS]", "[SOS]", "[UNK]"
 
@@ -128,10 +129,11 @@ def load_clip(path: str | Path) -> Clip:
 
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    from emulate.continual.openclip_model import PREFIX, load_open_clip
-
     if str(path).startswith(PREFIX):
-        return load_open_clip(str(path))
+        try:
+            return Clip(*load_open_clip(str(path)))
+        except OpenClipError as exc:
+            raise ClipLoadError(str(exc)) from None
     path = Path(path)
     if not (path / "config.json").exists():
         raise ClipLoadError(
@@ -157,10 +159,32 @@ def load_clip(path: str | Path) -> Clip:
     return Clip(model.eval(), tokenizer, processor)
 
 
-def clip_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """CLIP's symmetric contrastive loss with its learnable temperature."""
+def logit_scale(model: torch.nn.Module) -> torch.Tensor:
+    """The learnable log-temperature of ``model``, through a data-parallel wrapper."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    return model.logit_scale
+
+
+def clip_loss(model: torch.nn.Module, batch: dict, processes: int = 1) -> torch.Tensor:
+    """CLIP's symmetric contrastive loss with its learnable temperature over the GLOBAL batch.
+
+    Under data parallelism each process holds a slice; it gathers every slice's embeddings with
+    their gradients (``torch.distributed.nn.all_gather``, as open_clip's ``gather_with_grad``),
+    so every process computes the one-process loss and, once DDP averages the gradients, takes
+    the one-process step (up to float summation order)."""
     device = next(model.parameters()).device
-    return model(**{k: v.to(device) for k, v in batch.items()}, return_loss=True).loss
+    out = model(**{k: v.to(device) for k, v in batch.items()}, return_loss=False)
+    image = out.image_embeds / out.image_embeds.norm(dim=-1, keepdim=True)
+    text = out.text_embeds / out.text_embeds.norm(dim=-1, keepdim=True)
+    if processes > 1:
+        from torch.distributed.nn import all_gather
+
+        image, text = torch.cat(all_gather(image)), torch.cat(all_gather(text))
+    logits = logit_scale(model).exp() * image @ text.T
+    target = torch.arange(len(logits), device=logits.device)
+    ce = torch.nn.functional.cross_entropy
+    return (ce(logits, target) + ce(logits.T, target)) / 2
 
 
 @torch.no_grad()

@@ -17,7 +17,14 @@ from types import SimpleNamespace
 
 import torch
 
+from emulate.common.errors import EmulateError
+
 PREFIX = "open_clip:"
+
+
+class OpenClipError(EmulateError, ValueError):
+    """An open_clip name, config or checkpoint that does not load (``clip.load_clip`` turns it
+    into its ``ClipLoadError``; this module never imports ``clip``, so no import cycle)."""
 
 
 @dataclass
@@ -25,6 +32,8 @@ class ClipOutput:
     loss: torch.Tensor | None
     logits_per_image: torch.Tensor
     logits_per_text: torch.Tensor
+    image_embeds: torch.Tensor  # normalised, as CLIPModel's
+    text_embeds: torch.Tensor
 
 
 class OpenClipModel(torch.nn.Module):
@@ -39,6 +48,10 @@ class OpenClipModel(torch.nn.Module):
             vision_config=SimpleNamespace(image_size=int(size)),
             text_config=SimpleNamespace(max_position_embeddings=int(model.context_length)),
         )
+
+    @property
+    def logit_scale(self) -> torch.nn.Parameter:
+        return self.clip.logit_scale
 
     def get_text_features(self, input_ids, attention_mask=None, **_) -> torch.Tensor:
         return self.clip.encode_text(input_ids)
@@ -55,7 +68,7 @@ class OpenClipModel(torch.nn.Module):
             target = torch.arange(len(logits), device=logits.device)
             ce = torch.nn.functional.cross_entropy
             loss = (ce(logits, target) + ce(logits.T, target)) / 2
-        return ClipOutput(loss, logits, logits.T)
+        return ClipOutput(loss, logits, logits.T, image, text)
 
 
 class OpenClipTokenizer:
@@ -78,34 +91,32 @@ def parse(spec: str) -> tuple[str, str | None]:
     return arch, file or None
 
 
-def load_open_clip(spec: str):
-    """An open_clip model by architecture name or config JSON, with an optional checkpoint,
-    as a ``Clip`` (model, tokenizer, preprocessing numbers)."""
+def load_open_clip(spec: str) -> tuple[OpenClipModel, OpenClipTokenizer, SimpleNamespace]:
+    """An open_clip model by architecture name or config JSON, with an optional checkpoint:
+    (model, tokenizer, preprocessing numbers), the parts of a ``clip.Clip``."""
     import open_clip
-
-    from emulate.continual.clip import Clip, ClipLoadError
 
     arch, file = parse(spec)
     if arch.endswith(".json"):
         if not Path(arch).is_file():
-            raise ClipLoadError(f"open_clip config {arch} does not exist; give a model config JSON")
+            raise OpenClipError(f"open_clip config {arch} does not exist; give a model config JSON")
         open_clip.add_model_config(arch)
         arch = Path(arch).stem
     if arch not in open_clip.list_models():
-        raise ClipLoadError(
+        raise OpenClipError(
             f"{arch!r} is no open_clip architecture; use a name from open_clip.list_models() "
             "or the path of a model config JSON (embed_dim, vision_cfg, text_cfg)"
         )
     if file and not Path(file).is_file():
-        raise ClipLoadError(f"checkpoint {file} does not exist; give a local open_clip file")
+        raise OpenClipError(f"checkpoint {file} does not exist; give a local open_clip file")
     try:
         model = open_clip.create_model(arch, pretrained=file, load_weights=file is not None)
     except (RuntimeError, ValueError, KeyError, OSError, struct.error, pickle.PickleError) as exc:
-        raise ClipLoadError(f"{file} is not a checkpoint of open_clip's {arch}: {exc}") from None
+        raise OpenClipError(f"{file} is not a checkpoint of open_clip's {arch}: {exc}") from None
     wrapped = OpenClipModel(model).eval()
     cfg = model.visual.preprocess_cfg
     preprocess = SimpleNamespace(
         image_mean=list(cfg["mean"]), image_std=list(cfg["std"]), rescale_factor=1 / 255
     )
     tokenizer = OpenClipTokenizer(open_clip.get_tokenizer(arch), int(model.context_length))
-    return Clip(wrapped, tokenizer, preprocess)
+    return wrapped, tokenizer, preprocess

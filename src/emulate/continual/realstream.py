@@ -17,11 +17,13 @@ import numpy as np
 import torch
 
 from emulate.common.errors import EmulateError
-from emulate.continual.budget import measure_step
+from emulate.continual.budget import plan_method
 from emulate.continual.clip import Clip
 from emulate.continual.datasources import Labelled, read_source
+from emulate.continual.loop import Task, check_split, new_accelerator, run_tasks
 from emulate.continual.metrics import EvalSets, evaluate, summarize
 from emulate.continual.mixture import Mixture
+from emulate.continual.schedules import learning_rate
 from emulate.continual.universe import ZERO_SHOT_TEMPLATES as TEMPLATES
 from emulate.continual.universe import ImageSet
 
@@ -102,8 +104,8 @@ def load_real(root: str | Path, replay: str | Path | None, image_size: int, seed
 
 class Batches:
     """Seeded batches of one set: every caption tokenized once and every image's pixels made
-    once; a batch indexes them. The global batch is drawn the same way on every process and
-    each process takes its own slice, so the steps are global steps at any process count."""
+    once; a batch indexes them. Batches are global: every process draws the same one and the
+    loop gives each its slice, so the steps are global steps at any process count."""
 
     def __init__(self, clip: Clip, data: Labelled, seed: int):
         texts = sorted(
@@ -152,8 +154,6 @@ class Sampler:
     mixture: Mixture
     batch: int
     seed: int
-    rank: int = 0
-    processes: int = 1
 
     def batches(self, current: np.ndarray, buffer: np.ndarray, task: int):
         def batch(step: int) -> dict:
@@ -166,10 +166,7 @@ class Sampler:
             for rows, n in ((current, n_cur), (buffer, n_buf)):
                 if n and len(rows):
                     parts.append((self.train, rows[rng.integers(0, len(rows), n)]))
-            drawn = _cat([source.take(rows, rng) for source, rows in parts])
-            share = self.batch // self.processes
-            mine = slice(self.rank * share, (self.rank + 1) * share)
-            return {k: v[mine] for k, v in drawn.items()}
+            return _cat([source.take(rows, rng) for source, rows in parts])
 
         return batch
 
@@ -223,7 +220,6 @@ def describe(result: dict) -> str:
 
 def run_real(clip: Clip, data: RealData, config, names: dict[str, str]) -> dict:
     """``config`` (a ``stream.RunConfig``) over ``data``; the same JSON keys as a world run."""
-    from emulate.continual.loop import new_accelerator
     from emulate.continual.methods import make_strategy
     from emulate.continual.streams import cut
 
@@ -236,24 +232,20 @@ def run_real(clip: Clip, data: RealData, config, names: dict[str, str]) -> dict:
     tasks = cut(order_classes(data.train.names, config.ordering, config.seed), config.tasks)
     torch.manual_seed(config.seed)
     accelerator = new_accelerator()
-    if batch % accelerator.num_processes:
-        raise RealDataError(
-            f"a global batch of {batch} does not split over {accelerator.num_processes} "
-            "processes; give a multiple of the process count"
-        )
+    check_split(batch, accelerator.num_processes)
     sampler = Sampler(
         Batches(clip, data.train, config.seed),
         Batches(clip, data.replay, config.seed) if data.replay is not None else None,
         mixture_for(config.mixture, data.replay is not None),
         batch,
         config.seed,
-        accelerator.process_index,
-        accelerator.num_processes,
     )
-    strategy = make_strategy(config.method, config.merge_rule, config.merge_weight)
+    strategy = make_strategy(
+        config.method, config.merge_rule, config.merge_weight, config.fisher_samples
+    )
     sets = eval_sets(data)
     start = evaluate(clip, sets)
-    trajectory, plan = _train_tasks(
+    trajectory, plan, losses = _train_tasks(
         accelerator, clip, strategy, sampler, tasks, steps_ft, config, sets
     )
     result = summarize(start, trajectory)
@@ -268,6 +260,8 @@ def run_real(clip: Clip, data: RealData, config, names: dict[str, str]) -> dict:
             "steps_per_task": plan.steps,
             "mafs_per_task": plan.mafs_per_task,
             "budget": {**asdict(plan), "reference_steps": steps_ft, "global_batch": batch},
+            "options": strategy.options(),
+            "train_loss": losses,
             "processes": accelerator.num_processes,
             "start_datasets": start["datasets"],
             "final_datasets": trajectory[-1]["datasets"],
@@ -280,12 +274,7 @@ def run_real(clip: Clip, data: RealData, config, names: dict[str, str]) -> dict:
 
 
 def _train_tasks(accelerator, clip, strategy, sampler, tasks, steps_ft, config, sets):
-    """Every task through the one loop; the trajectory and the budget's plan."""
-    from emulate.continual.budget import plan_steps
-    from emulate.continual.loop import new_optimizer, train_steps
-    from emulate.continual.methods.base import Strategy
-    from emulate.continual.schedules import learning_rate
-
+    """Every task through the one task loop; the trajectory, the budget's plan, the losses."""
     train = sampler.train.data
 
     def rows(concepts: list[str]) -> np.ndarray:
@@ -294,30 +283,24 @@ def _train_tasks(accelerator, clip, strategy, sampler, tasks, steps_ft, config, 
 
     nothing = rows([])
     probe = sampler.batches(rows(tasks[0]), nothing, 0)(0)
-    reference = measure_step(clip.model, probe, Strategy())
-    model = strategy.prepare(clip.model)
-    cost = measure_step(model, probe, strategy)
-    plan = plan_steps(reference, steps_ft, cost, strategy.extra_passes(), config.method)
+    model, plan, _ = plan_method(clip.model, probe, strategy, steps_ft, config.method)
     model = accelerator.prepare(model)
     fisher = Sampler(sampler.train, None, Mixture(0, 1, 0), sampler.batch, config.seed + 1)
-    fisher.rank, fisher.processes = sampler.rank, sampler.processes
-    peak = (config.lr or DEFAULTS["lr"]) * strategy.lr_scale
+
+    def stream_tasks():
+        for t, concepts in enumerate(tasks):
+            current, buffer = rows(concepts), rows([c for task in tasks[:t] for c in task])
+            yield Task(sampler.batches(current, buffer, t), fisher.batches(current, nothing, t))
+
+    def lr_at(t: int, s: int, peak: float) -> float:
+        return learning_rate(config.schedule, t, s, plan.steps, peak, peak / 20)
+
     trajectory = []
-    for t, concepts in enumerate(tasks):
-        current, buffer = rows(concepts), rows([c for task in tasks[:t] for c in task])
-        unwrapped = accelerator.unwrap_model(model)
-        strategy.task_begin(unwrapped, t)
-        optimizer = accelerator.prepare(new_optimizer(model, peak))
-        train_steps(
-            accelerator,
-            model,
-            optimizer,
-            sampler.batches(current, buffer, t),
-            plan.steps,
-            lambda s, t=t: learning_rate(config.schedule, t, s, plan.steps, peak, peak / 20),
-            strategy,
-        )
-        strategy.task_end(unwrapped, t, fisher.batches(current, nothing, t))
-        tuned = Clip(strategy.eval_model(unwrapped), clip.tokenizer, clip.image_processor)
+
+    def measure(t: int, evaluated: torch.nn.Module) -> None:
+        tuned = Clip(evaluated, clip.tokenizer, clip.image_processor)
         trajectory.append({"task": t + 1, **evaluate(tuned, sets)})
-    return trajectory, plan
+
+    lr = config.lr or DEFAULTS["lr"]
+    losses = run_tasks(accelerator, model, strategy, stream_tasks(), plan.steps, lr, lr_at, measure)
+    return trajectory, plan, losses

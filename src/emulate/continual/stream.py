@@ -3,7 +3,6 @@ compute budget, and run the one loop task by task, measuring KA and ZS after eve
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -12,12 +11,12 @@ from dataclasses import asdict, dataclass
 import torch
 
 from emulate.common.errors import EmulateError
-from emulate.continual.budget import measure_extra_passes, measure_step, plan_steps
+from emulate.continual.budget import plan_method
 from emulate.continual.clip import Clip
-from emulate.continual.loop import new_accelerator, new_optimizer, train_steps
+from emulate.continual.loop import Task, check_split, new_accelerator, run_tasks
 from emulate.continual.merge_rules import check_rule, check_weight
 from emulate.continual.methods import check_method, make_strategy
-from emulate.continual.methods.base import Strategy, UnwrappedHooks
+from emulate.continual.methods.base import Strategy
 from emulate.continual.metrics import chance, eval_sets, evaluate, summarize
 from emulate.continual.mixture import BatchSampler, Mixture, TaskData, task_data
 from emulate.continual.pretrain import World
@@ -40,6 +39,7 @@ class RunConfig:
     merge_rule: str = "interpolate"
     merge_weight: float = 0.5
     budget: float = 1.0  # a multiple of the per-task MAFs of ``steps`` fine-tuning steps
+    fisher_samples: int | None = None  # EWC's Fisher pass; None: a share of the budget
 
     def check(self) -> None:
         check_method(self.method)
@@ -48,6 +48,11 @@ class RunConfig:
         check_rule(self.merge_rule)
         check_weight(self.merge_weight)
         make_strategy(self.method, self.merge_rule, self.merge_weight)  # a rule it refuses
+        if self.fisher_samples is not None and self.fisher_samples < 1:
+            raise RunConfigError(
+                f"--fisher-samples {self.fisher_samples} takes no sample; give at least 1, or "
+                "leave it out to size EWC's Fisher pass to a quarter of the budget"
+            )
         if self.steps is not None and self.steps < 1:
             raise RunConfigError(
                 f"--steps {self.steps} buys no training; give at least 1 full fine-tuning step "
@@ -114,14 +119,16 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
     )
     torch.manual_seed(config.seed)
     sampler = BatchSampler(universe, data.pool, config.mixture, batch_size, config.seed, 0.0)
+    fisher_sampler = BatchSampler(
+        universe, data.pool, Mixture(0, 1, 0), batch_size, config.seed + 1, 0.0
+    )
+    nothing = task_data(data.train, [])
 
     def batches_for(
-        current: TaskData,
-        buffer: TaskData,
-        task: int,
-        offset: int = 0,
-        source: BatchSampler = sampler,
+        current: TaskData, buffer: TaskData, task: int, offset: int = 0, source=sampler
     ):
+        """Global batches: every process draws the same one and trains on its slice."""
+
         def batches(step: int) -> dict:
             images, captions = source.sources(current, buffer, task, offset + step)
             return {**clip.tokens(captions), "pixel_values": clip.pixels(images)}
@@ -129,75 +136,75 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
         return batches
 
     start = {**evaluate(clip, data.tests, tasks=tasks), "chance": chance(data.tests)}
-    strategy: Strategy = make_strategy(config.method, config.merge_rule, config.merge_weight)
-    probe = batches_for(task_data(data.train, tasks[0]), task_data(data.train, []), 0)(0)
-    reference = measure_step(_all_trainable(clip.model), probe, Strategy())
-    model = strategy.prepare(clip.model)
-    cost = measure_step(model, probe, strategy.for_budget(model))  # penalty and state present
-    extra = measure_extra_passes(model, probe, strategy, cost) or strategy.extra_passes()
-    plan = plan_steps(reference, steps_ft, cost, extra, config.method)
+    strategy: Strategy = make_strategy(
+        config.method, config.merge_rule, config.merge_weight, config.fisher_samples
+    )
+    probe = batches_for(task_data(data.train, tasks[0]), nothing, 0)(0)
+    model, plan, reference = plan_method(clip.model, probe, strategy, steps_ft, config.method)
 
     accelerator = new_accelerator()
-    sampler.rank = accelerator.process_index
+    check_split(batch_size, accelerator.num_processes)
     model = accelerator.prepare(model)
     report = on_event or (lambda event: None)
     label = f"{config.method}"
     report(("add", label, plan.steps * config.tasks))
     trajectory = []
-    fisher_sampler = BatchSampler(
-        universe, data.pool, Mixture(0, 1, 0), batch_size, config.seed + 1, 0.0
-    )
 
-    def measure(task: int) -> None:
-        unwrapped = accelerator.unwrap_model(model)
+    def measure(task: int, evaluated: torch.nn.Module) -> None:
         point = evaluate(
-            Clip(strategy.eval_model(unwrapped), clip.tokenizer, clip.image_processor),
-            data.tests,
-            tasks=tasks,
+            Clip(evaluated, clip.tokenizer, clip.image_processor), data.tests, tasks=tasks
         )
         trajectory.append({"task": task + 1, **point})
 
-    if config.method == "joint":
-        _joint(
-            accelerator,
-            model,
-            strategy,
-            config,
-            plan.steps,
-            lr,
-            data,
-            tasks,
-            batches_for,
-            measure,
-            lambda s, v: report(("step", label, s, v)),
-        )
-    else:
+    def stream_tasks():
         for t, concepts in enumerate(tasks):
             current = task_data(data.train, concepts)
             buffer = task_data(data.train, [c for task in tasks[:t] for c in task])
-            unwrapped = accelerator.unwrap_model(model)
-            strategy.task_begin(unwrapped, t)
-            optimizer = accelerator.prepare(new_optimizer(model, lr * strategy.lr_scale))
-            train_steps(
-                accelerator,
-                model,
-                optimizer,
-                batches_for(current, buffer, t),
-                plan.steps,
-                lambda s, t=t: learning_rate(
-                    config.schedule,
-                    t,
-                    s,
-                    plan.steps,
-                    lr * strategy.lr_scale,
-                    lr * strategy.lr_scale / 20,
-                ),
-                UnwrappedHooks(strategy, accelerator.unwrap_model),
-                lambda s, v, t=t: report(("step", label, t * plan.steps + s, v)),
-            )
-            fisher = batches_for(current, TaskData(current.images[:0], []), t, 0, fisher_sampler)
-            strategy.task_end(unwrapped, t, fisher)
-            measure(t)
+            own = batches_for(current, nothing, t, 0, fisher_sampler)
+            yield Task(batches_for(current, buffer, t), own)
+
+    on_step = lambda s, v: report(("step", label, s, v))  # noqa: E731
+    if config.method == "joint":
+        # the upper bound: all the stream's data at once, as many samples as the stream, one
+        # cosine over all steps; measured at each task's worth of steps for the plot
+        everything = task_data(data.train, [c for task in tasks for c in task])
+        total = plan.steps * config.tasks
+        joint_tasks = [
+            Task(batches_for(everything, nothing, 0, t * plan.steps), None)
+            for t in range(config.tasks)
+        ]
+
+        def joint_lr(t: int, s: int, peak: float) -> float:
+            return cosine(t * plan.steps + s, total, warmup_steps(total), peak, peak / 20)
+
+        losses = run_tasks(
+            accelerator,
+            model,
+            strategy,
+            joint_tasks,
+            plan.steps,
+            lr,
+            joint_lr,
+            measure,
+            on_step,
+            one_optimizer=True,
+        )
+    else:
+
+        def stream_lr(t: int, s: int, peak: float) -> float:
+            return learning_rate(config.schedule, t, s, plan.steps, peak, peak / 20)
+
+        losses = run_tasks(
+            accelerator,
+            model,
+            strategy,
+            stream_tasks(),
+            plan.steps,
+            lr,
+            stream_lr,
+            measure,
+            on_step,
+        )
     result = summarize(start, trajectory)
     result.update(
         {
@@ -214,7 +221,11 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
                 "reference_steps": steps_ft,
                 "reference_flops_per_step": reference.flops,
                 "reference_memory_bytes": reference.memory,
+                "global_batch": batch_size,
             },
+            "options": strategy.options(),
+            "train_loss": losses,
+            "processes": accelerator.num_processes,
             "start_datasets": start["datasets"],
             "final_datasets": trajectory[-1]["datasets"],
             "stream": tasks,
@@ -222,34 +233,3 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
         }
     )
     return result
-
-
-def _all_trainable(model: torch.nn.Module) -> torch.nn.Module:
-    reference = copy.deepcopy(model)
-    for p in reference.parameters():
-        p.requires_grad_(True)
-    return reference
-
-
-def _joint(
-    accelerator, model, strategy, config, steps, lr, data, tasks, batches_for, measure, on_step
-) -> None:
-    """The upper bound: all the stream's data at once, as many samples as the stream, one
-    cosine over all steps; measured at each task's worth of steps for the plot."""
-    everything = task_data(data.train, [c for task in tasks for c in task])
-    empty = TaskData(everything.images[:0], [])
-    total = steps * config.tasks
-    warmup = warmup_steps(total)
-    optimizer = accelerator.prepare(new_optimizer(model, lr))
-    for t in range(config.tasks):
-        train_steps(
-            accelerator,
-            model,
-            optimizer,
-            batches_for(everything, empty, 0, t * steps),
-            steps,
-            lambda s, t=t: cosine(t * steps + s, total, warmup, lr, lr / 20),
-            strategy,
-            lambda s, v, t=t: on_step(t * steps + s, v),
-        )
-        measure(t)

@@ -35,9 +35,17 @@ def check_method(name: str) -> str:
     return name
 
 
-def make_strategy(name: str, merge_rule: str = "interpolate", merge_weight: float = 0.5):
-    """A fresh strategy for ``name`` (``joint`` trains like fine-tuning, on all data at once)."""
+def make_strategy(
+    name: str,
+    merge_rule: str = "interpolate",
+    merge_weight: float = 0.5,
+    fisher_samples: int | None = None,
+):
+    """A fresh strategy for ``name`` (``joint`` trains like fine-tuning, on all data at once);
+    ``fisher_samples`` is EWC's (None: sized to a share of the budget)."""
     check_method(name)
+    if name == "ewc":
+        return EWC(fisher_samples=fisher_samples)
     merging = {"ema-merge": EMAMerge, "zs-merge": ZSMerge, "ft-merge": FTMerge}
     if name in merging:
         return merging[name](merge_rule, merge_weight)
@@ -47,7 +55,6 @@ def make_strategy(name: str, merge_rule: str = "interpolate", merge_weight: floa
         "vera": VeRA,
         "bitfit": BitFit,
         "lnfit": LNFit,
-        "ewc": EWC,
         "si": SI,
     }
     return simple[name]() if name in simple else Strategy()

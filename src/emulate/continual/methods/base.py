@@ -1,7 +1,8 @@
 """The strategy interface: hooks the one update loop calls, and what a method costs.
 
 A method never copies the loop; it chooses which parameters train (``prepare``), adds a term to
-the loss (``penalty``), watches each update (``after_update``), and acts at task boundaries
+the loss (``penalty``), watches each gradient and update (``after_backward``, ``after_update``),
+and acts at task boundaries
 (``task_begin``, ``task_end``), e.g. merging weights or estimating a Fisher. ``eval_model`` is
 what KA and ZS are measured on (a merge, for the merging methods).
 """
@@ -28,6 +29,10 @@ class Strategy:
         """A term added to the contrastive loss (regularisers), or None."""
         return None
 
+    def after_backward(self, model: torch.nn.Module) -> None:
+        """After every backward, before clipping: ``p.grad`` holds the gradient of loss +
+        penalty over the global batch (averaged across processes under data parallelism)."""
+
     def after_update(self, model: torch.nn.Module) -> None:
         """After every optimiser step (gradients are still there)."""
 
@@ -42,6 +47,14 @@ class Strategy:
     def extra_passes(self) -> int:
         """Forward-backward passes per task outside the training steps, where not measured."""
         return 0
+
+    def fit_extras(self, cost: Callable[[], float], budget: float) -> None:
+        """Size the per-task work outside the steps to a budget of ``budget`` full fine-tuning
+        steps, where the method sizes it itself; ``cost()`` is its current cost in those steps."""
+
+    def options(self) -> dict:
+        """The method's settings that a run reports (e.g. EWC's Fisher samples)."""
+        return {}
 
     def per_task_work(self, model: torch.nn.Module, batches: Callable[[int], dict]) -> None:
         """The per-task work outside the steps (EWC's Fisher), run for its measured FLOPs;
@@ -68,17 +81,3 @@ def train_only(model: torch.nn.Module, keep: Callable[[str, torch.nn.Module], bo
         for name, p in module.named_parameters(recurse=False):
             full = f"{module_name}.{name}" if module_name else name
             p.requires_grad_(keep(full, module))
-
-
-class UnwrappedHooks(Strategy):
-    """``strategy`` with the per-step hooks given the unwrapped model, as its task hooks are:
-    under data parallelism the loop holds the wrapper (``module.``-prefixed names)."""
-
-    def __init__(self, strategy: Strategy, unwrap: Callable[[torch.nn.Module], torch.nn.Module]):
-        self.strategy, self.unwrap = strategy, unwrap
-
-    def penalty(self, model):
-        return self.strategy.penalty(self.unwrap(model))
-
-    def after_update(self, model) -> None:
-        self.strategy.after_update(self.unwrap(model))

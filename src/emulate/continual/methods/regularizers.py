@@ -4,14 +4,15 @@ Departures from the standard forms, all named here: EWC's per-sample terms are t
 CLIP's contrastive loss (0.5 x (image-to-text + text-to-image cross-entropy) of one pair, its
 gradient taken with the rest of the batch as the negatives), as a contrastive loss has no
 independent per-sample likelihood; the Fisher is taken at the task's end over
-``fisher_batches`` batches of the task's own data; under data parallelism SI's path integral uses
-each process's local loss gradient. Importances are used as estimated; ``normalise=True`` divides
-each task's importance by its mean (scale-free strengths across model sizes), off by default.
+``fisher_samples`` pairs of the task's own data, sized to a share of the budget by default
+(see ``EWC``). Importances are used as estimated; ``normalise=True`` divides each task's
+importance by its mean (scale-free strengths across model sizes), off by default.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import torch
@@ -47,22 +48,25 @@ def per_sample_losses(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     )
 
 
-def empirical_fisher(model: torch.nn.Module, batch: dict, chunk: int = 16) -> dict:
-    """Sum over the batch of each sample's squared loss gradient, per trainable parameter:
-    the per-sample gradients come from one batched backward (``is_grads_batched``), ``chunk``
-    samples at a time."""
+def empirical_fisher(
+    model: torch.nn.Module, batch: dict, chunk: int = 16, samples: int | None = None
+) -> dict:
+    """Sum over the first ``samples`` pairs of the batch (all by default) of each one's squared
+    loss gradient, per trainable parameter; the rest of the batch are its negatives. The
+    per-sample gradients come from one batched backward (``is_grads_batched``), ``chunk``
+    samples at a time: each costs about a backward pass of the whole batch."""
     params = _named(model)
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
     losses = per_sample_losses(model, batch)
-    n = len(losses)
+    n = len(losses) if samples is None else min(samples, len(losses))
     for lo in range(0, n, chunk):
-        rows = torch.eye(n, device=losses.device)[lo : lo + chunk]
+        rows = torch.eye(len(losses), device=losses.device)[lo : min(lo + chunk, n)]
         grads = torch.autograd.grad(
             losses,
             list(params.values()),
             grad_outputs=rows,
             is_grads_batched=True,
-            retain_graph=True,
+            retain_graph=lo + chunk < n,
             allow_unused=True,
             materialize_grads=True,
         )
@@ -71,10 +75,16 @@ def empirical_fisher(model: torch.nn.Module, batch: dict, chunk: int = 16) -> di
     return fisher
 
 
+MAX_FISHER_SAMPLES = 256
+
+
 class EWC(Strategy):
     """Online EWC: at each task's end the per-sample empirical Fisher (mean over samples of the
-    squared per-sample gradient) from ``fisher_batches`` batches of the task's own data, the old
-    Fisher decayed by ``gamma``; the pass's measured FLOPs are charged to the budget."""
+    squared per-sample gradient) from ``fisher_samples`` pairs of the task's own data (global
+    batches, on every process alike), the old Fisher decayed by ``gamma``; the pass's measured
+    FLOPs are charged to the budget. Each sample costs about a backward pass of a batch, so by
+    default (``fisher_samples=None``) EWC takes as many samples as spend ``fisher_share`` of
+    the per-task budget (at least 1, at most ``MAX_FISHER_SAMPLES``)."""
 
     name = "ewc"
 
@@ -82,11 +92,13 @@ class EWC(Strategy):
         self,
         strength: float = 0.02,
         gamma: float = 0.9,
-        fisher_batches: int = 4,
+        fisher_samples: int | None = None,
+        fisher_share: float = 0.25,
         normalise: bool = False,
     ):
-        self.strength, self.gamma, self.fisher_batches = strength, gamma, fisher_batches
-        self.normalise = normalise
+        self.strength, self.gamma, self.normalise = strength, gamma, normalise
+        self.fisher_samples, self.fisher_share = fisher_samples, fisher_share
+        self.samples = fisher_samples or 64  # what a pass takes; sized by fit_extras
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
 
@@ -96,11 +108,12 @@ class EWC(Strategy):
     def estimate(self, model, batches: Callable[[int], dict]) -> dict[str, torch.Tensor]:
         was_training = model.training
         model.train()
-        total, count = None, 0
-        for i in range(self.fisher_batches):
+        total, count, i = None, 0, 0
+        while count < self.samples:
             batch = batches(i)
-            part = empirical_fisher(model, batch)
-            count += len(batch["pixel_values"])
+            take = min(self.samples - count, len(batch["pixel_values"]))
+            part = empirical_fisher(model, batch, samples=take)
+            count, i = count + take, i + 1
             total = part if total is None else {n: total[n] + v for n, v in part.items()}
         model.zero_grad(set_to_none=True)
         model.train(was_training)
@@ -114,6 +127,19 @@ class EWC(Strategy):
             n: self.gamma * self.fisher[n] + f if n in self.fisher else f for n, f in fisher.items()
         }
         self.anchor = {n: p.detach().clone() for n, p in _named(model).items()}
+
+    def fit_extras(self, cost, budget: float) -> None:
+        if self.fisher_samples is not None:
+            return
+        self.samples = 1
+        one = cost()
+        self.samples = 2
+        each = max(cost() - one, 1e-12)
+        fits = math.floor((self.fisher_share * budget - (one - each)) / each)
+        self.samples = max(1, min(MAX_FISHER_SAMPLES, fits))
+
+    def options(self) -> dict:
+        return {"fisher_samples": self.samples}
 
     def per_task_work(self, model, batches: Callable[[int], dict]) -> None:
         self.estimate(model, batches)
@@ -132,8 +158,8 @@ class EWC(Strategy):
 class SI(Strategy):
     """Synaptic intelligence: each weight's contribution to the loss decrease along its path
     (-grad x update, summed over steps), divided by its squared total move at task end. The
-    gradient is the task loss's, before clipping: read as each gradient is accumulated, less
-    the penalty's analytic gradient."""
+    gradient is the task loss's over the global batch, before clipping: read after the backward
+    (averaged across processes), less the penalty's analytic gradient."""
 
     name = "si"
 
@@ -145,32 +171,22 @@ class SI(Strategy):
         self.start: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
         self.grad: dict[str, torch.Tensor] = {}
-        self.hooks: list = []
 
     def task_begin(self, model, task: int) -> None:
         params = _named(model)
         self.start = {n: p.detach().clone() for n, p in params.items()}
         self.previous = {n: p.detach().clone() for n, p in params.items()}
         self.path = {n: torch.zeros_like(p) for n, p in params.items()}
-        self._unhook()
-        self.hooks = [
-            p.register_post_accumulate_grad_hook(self._reader(n)) for n, p in params.items()
-        ]
 
-    def _reader(self, name: str):
-        @torch.no_grad()
-        def read(p: torch.Tensor) -> None:
+    @torch.no_grad()
+    def after_backward(self, model) -> None:
+        for name, p in _named(model).items():
+            if p.grad is None:
+                continue
             g = p.grad.detach().clone()
             if name in self.omega:
                 g -= self.strength * self.omega[name] * (p - self.anchor[name])
             self.grad[name] = g
-
-        return read
-
-    def _unhook(self) -> None:
-        for h in self.hooks:
-            h.remove()
-        self.hooks = []
 
     def penalty(self, model):
         return _quadratic(model, self.omega, self.anchor, self.strength)
@@ -185,7 +201,6 @@ class SI(Strategy):
 
     @torch.no_grad()
     def task_end(self, model, task: int, batches) -> None:
-        self._unhook()
         params = _named(model)
         new = {
             n: (self.path[n] / ((p - self.start[n]) ** 2 + self.damping)).clamp_min(0)
