@@ -209,6 +209,8 @@ def test_ask_answers_on_any_family(request, fixture, tmp_path):
     assert result.exit_code == 0, result.output
     assert "[1] " in result.output and "[2] " not in result.output and "answer:" in result.output
     assert json.loads((tmp_path / "seen" / "trace.json").read_text())["steps"]
+    picture = Image.open(tmp_path / "seen" / "trace.png")  # the trace drawn as one picture
+    assert picture.width > 100 and f"picture: {tmp_path / 'seen' / 'trace.png'}" in result.output
 
 
 @pytest.mark.parametrize(

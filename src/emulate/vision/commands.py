@@ -177,6 +177,7 @@ def ask(
         if step.observation is not None:
             typer.echo(f"    observation {step.observation}: {files[step.observation]}")
     typer.echo(f"answer: {trace.answer if trace.answer is not None else '(none)'}")
+    typer.echo(f"picture: {files[-1]}")
 
 
 @vision_app.command("demo")

@@ -8,7 +8,9 @@ from emulate.vision.runtime import Trace
 from emulate.vision.scenes import Question
 
 
-def draw_trace(trace: Trace, question: Question, path: Path) -> Path:
+def draw_trace(trace: Trace, question: Question | None, path: Path,
+               scene_title: str = "scene (model sees 32x32)") -> Path:
+    """``question`` None: a user's image and question (no known target, no verdict)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +21,7 @@ def draw_trace(trace: Trace, question: Question, path: Path) -> Path:
     fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.6), squeeze=False)
     axes = axes[0]
     axes[0].imshow(trace.observations[0].image, interpolation="nearest")
-    axes[0].set_title("scene (model sees 32x32)", fontsize=8)
+    axes[0].set_title(scene_title, fontsize=8)
     for index, observation in enumerate(trace.observations[1:], 1):
         x0, y0, x1, y1 = observation.region
         axes[0].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="white", lw=1.5))
@@ -27,13 +29,19 @@ def draw_trace(trace: Trace, question: Question, path: Path) -> Path:
         step = next(s for s in trace.steps if s.observation == index)
         axes[index].imshow(observation.image, interpolation="nearest")
         axes[index].set_title(f"{index}: {step.call['name']}", fontsize=8)
-    x0, y0, x1, y1 = question.target.box
-    axes[0].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=0.8))
+    if question is not None:
+        x0, y0, x1, y1 = question.target.box
+        axes[0].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="lime", lw=0.8))
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    verdict = "right" if trace.answer == question.answer else f"wrong (truth: {question.answer})"
-    fig.suptitle(f"{question.text}  ->  {trace.answer}  [{verdict}]", fontsize=9)
+    if question is None:
+        answer = trace.answer if trace.answer is not None else f"no answer ({trace.stopped})"
+        fig.suptitle(f"{trace.question}  ->  {answer}", fontsize=9)
+    else:
+        right = trace.answer == question.answer
+        verdict = "right" if right else f"wrong (truth: {question.answer})"
+        fig.suptitle(f"{question.text}  ->  {trace.answer}  [{verdict}]", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -90,7 +90,24 @@ def answer_question(model_path: Path, image_path: Path, question: str, save: Pat
         files.append(save / f"observation-{i}.png")
         observation.image.save(files[-1])
     (save / "trace.json").write_text(json.dumps(trace.to_dict(), indent=1))
+    from emulate.vision.picture import draw_trace
+
+    files.append(draw_trace(trace, None, save / "trace.png", seen_title(model, image)))
     return trace, files
+
+
+def seen_title(model, image) -> str:
+    """"640x480 image (model sees 644x476)": the image and the model's input size."""
+    from emulate.vision.adapters import QWEN_FAMILIES
+
+    if model.family in QWEN_FAMILIES:
+        width, height = model.seen_size(image)
+    else:
+        size = dict(getattr(model.processor.image_processor, "crop_size", None) or {})
+        size = size or dict(model.processor.image_processor.size)
+        side = size.get("shortest_edge")
+        width, height = (side, side) if side else (size["width"], size["height"])
+    return f"{image.width}x{image.height} image (model sees {width}x{height})"
 
 
 def demo_rows(world: Path, n: int) -> dict:
