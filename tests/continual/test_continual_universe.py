@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -13,11 +16,12 @@ from emulate.continual.clip import (
     zero_shot_accuracy,
 )
 from emulate.continual.pretrain import SIZES, load_world
+from emulate.continual.render import HUES
 from emulate.continual.universe import (
     ZERO_SHOT_TEMPLATES,
     Universe,
     dataset_split,
-    made_up_names,
+    factor_space,
     make_universe,
     pretraining_pool,
     replay_sample,
@@ -79,19 +83,75 @@ def test_eval_frequencies_follow_a_long_tail_and_replay_is_a_fixed_sample(contin
     assert all(image.tobytes() in rows for image in replay.images)
 
 
-def test_names_are_words_and_other_words_split_into_syllables():
+def test_names_are_shared_syllables_as_a_real_tokenizer_splits_a_new_word():
     u = make_universe(SIZES["default"].universe, 0)
     tok = build_tokenizer(u.words(), syllables())
-    assert all(tok.tokenize(name) == [name] for name in u.concepts)
-    assert tok.tokenize("a photo of a red striped circle .") == [
-        "a", "photo", "of", "a", "red", "striped", "circle", ".",
+    assert tok.tokenize("a photo of a maroon dotted circle .") == [
+        "a",
+        "photo",
+        "of",
+        "a",
+        "maroon",
+        "dotted",
+        "circle",
+        ".",
     ]
-    unseen = [n for n in made_up_names(50, np.random.default_rng(1)) if n not in u.concepts]
-    for name in unseen:
+    pieces = {}
+    for name in u.concepts:
         parts = tok.tokenize(name)
-        assert tok.unk_token not in parts and 2 <= len(parts) <= 4
+        assert tok.unk_token not in parts and 2 <= len(parts) <= 4  # never a token of its own
         assert "".join(p.removeprefix("##") for p in parts) == name
+        for p in parts:
+            pieces.setdefault(p, set()).add(name)
+    stream = set(u.stream_concepts())
+    known = [c for c in u.concepts if c not in stream]  # what pretraining names
+    parts = [p for name in stream for p in tok.tokenize(name)]
+    shared = [p for p in parts if pieces[p] & set(known)]
+    assert len(shared) >= 0.95 * len(parts)  # nearly every piece is one pretraining trains
+    assert len(tok) < len(u.concepts)  # far fewer tokens than names
     assert tok.tokenize("qx") == [tok.unk_token]  # letters no name uses are unknown
+    whole = dataclasses.replace(SIZES["default"].universe, whole_names=True)
+    w = make_universe(whole, 0)
+    tok = build_tokenizer(w.words(), syllables())
+    assert all(tok.tokenize(name) == [name] for name in w.concepts)  # the first design
+
+
+def test_datasets_are_blocks_of_fine_attributes():
+    size = SIZES["default"].universe
+    u = make_universe(size, 0)
+    colours, patterns, shapes = factor_space(size)
+    seen = set()
+    for d in u.datasets.values():
+        combos = {
+            (u.concepts[c].colour, u.concepts[c].pattern, u.concepts[c].shape) for c in d.concepts
+        }
+        assert len(combos) == len(d.concepts) == size.concepts_per_dataset
+        block = [sorted({c[i] for c in combos}) for i in range(3)]
+        assert combos == set(itertools.product(*block))  # every combination of its factors
+        hues = {colours.index(c) % HUES for c in block[0]}
+        assert len(block[0]) == 2 * len(hues)  # each hue in its bright and its dark shade
+        assert not combos & seen  # datasets are disjoint
+        seen |= combos
+    adapt = [{u.concepts[c].shape for c in d.concepts} for d in u.adapt]
+    assert any(a & b for i, a in enumerate(adapt) for b in adapt[i + 1 :])  # shared looks
+    pool_only = [c for c in u.concepts.values() if c.dataset == "pretrain"]
+    assert len(pool_only) == size.pretrain_concepts
+
+
+def test_lighting_scales_each_images_colours():
+    import dataclasses as dc
+
+    from emulate.continual.render import Style, render
+
+    flat = Style("flat", 0, 0.0, (0.3, 0.3), 0.0)
+    n = 64
+    ids = np.zeros(n, int)
+    plain = render(ids, ids, ids, [flat], ids, 32, np.random.default_rng(0))
+    lit = render(ids, ids, ids, [dc.replace(flat, lighting=0.3)], ids, 32, np.random.default_rng(0))
+    centre = (slice(None), 16, 16, 0)
+    assert len(set(plain[centre].tolist())) == 1  # one red without lighting
+    spread = lit[centre].astype(float)
+    assert spread.std() > 10 and 220 * 0.7 - 1 <= spread.min() and spread.max() <= 255
 
 
 def test_pixels_match_the_image_processor(continual_world):

@@ -56,9 +56,25 @@ class WorldSize:
     stream_lr: float
 
 
+# The factor space of both sizes: hues in two shades under a lighting jitter, six patterns,
+# datasets as blocks of it, names of shared syllables (see universe.py).
+_FINE = dict(shades=2, patterns=6, neighbourhoods=True, whole_names=False)
 SIZES = {
     "micro": WorldSize(
-        UniverseSize(3, 2, 4, 32, 12, 6, 3000, 300, eval_tail=1.0),
+        UniverseSize(
+            3,
+            2,
+            4,
+            32,
+            12,
+            6,
+            3000,
+            300,
+            eval_tail=1.0,
+            lighting=0.2,
+            pretrain_concepts=100,
+            **_FINE,
+        ),
         ClipShape(32, 1, 2, 8, 32),
         steps=250,
         batch=64,
@@ -68,9 +84,11 @@ SIZES = {
         stream_lr=1e-3,
     ),
     "default": WorldSize(
-        UniverseSize(5, 4, 8, 32, 48, 16, 20000, 150),
+        UniverseSize(
+            5, 4, 16, 32, 48, 16, 20000, 1000, lighting=0.2, pretrain_concepts=200, **_FINE
+        ),
         ClipShape(64, 2, 4, 8, 64),
-        steps=1200,
+        steps=1800,
         batch=128,
         lr=2e-3,
         stream_steps=60,
@@ -129,19 +147,25 @@ def _expected(manifest: dict) -> tuple[str, dict]:
     size, seed = manifest.get("size"), manifest.get("seed")
     fix = "rebuild it: `emulate continual build --size micro` or `--size default`"
     if not isinstance(size, str) or not isinstance(seed, int):
-        raise WorldMissingError(f"the manifest names no size and seed (size {size!r}, seed "
-                                f"{seed!r}); {fix}")
+        raise WorldMissingError(
+            f"the manifest names no size and seed (size {size!r}, seed {seed!r}); {fix}"
+        )
     if size in SIZES:
         spec = SIZES[size]
     else:
         try:
             data = manifest["spec"]
-            spec = WorldSize(UniverseSize(**data["universe"]), ClipShape(**data["clip"]),
-                             **{k: v for k, v in data.items() if k not in ("universe", "clip")})
+            spec = WorldSize(
+                UniverseSize(**data["universe"]),
+                ClipShape(**data["clip"]),
+                **{k: v for k, v in data.items() if k not in ("universe", "clip")},
+            )
         except (KeyError, TypeError) as exc:
-            raise WorldMissingError(f"the manifest's size {size!r} is none of "
-                                    f"{', '.join(SIZES)} and its spec is unreadable ({exc}); "
-                                    f"{fix}") from None
+            raise WorldMissingError(
+                f"the manifest's size {size!r} is none of "
+                f"{', '.join(SIZES)} and its spec is unreadable ({exc}); "
+                f"{fix}"
+            ) from None
     return world_key(size, seed, spec), asdict(spec)
 
 
@@ -183,7 +207,10 @@ def _build(out_dir: Path, size: str, seed: int, progress: bool, spec: WorldSize)
         with bars:
             bars.event(("add", "pretrain CLIP", spec.steps))
             loss = pretrain(
-                clip, universe, spec, seed,
+                clip,
+                universe,
+                spec,
+                seed,
                 lambda s, v: bars.event(("step", "pretrain CLIP", s, v)),
             )
         save_clip(clip, out_dir / "clip")

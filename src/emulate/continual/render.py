@@ -1,8 +1,11 @@
 """Drawing concepts: a coloured, patterned shape on a styled background, many at once in numpy.
 
 A concept is a combination of visual factors (colour, shape, pattern); a style (background,
-noise, scale and position jitter) is what makes one dataset look unlike another. Rendering is
-vectorised over a batch so that a whole dataset is drawn in well under a second.
+noise, scale and position jitter, lighting) is what makes one dataset look unlike another.
+Colours come in hue pairs, a bright shade and a dark one (``HUE_PAIRS``), and a style's
+lighting scales each image's colours by a random factor, so two shades of one hue are a fine
+distinction that takes learning, not a glance. Rendering is vectorised over a batch so that a
+whole dataset is drawn in well under a second.
 """
 
 from __future__ import annotations
@@ -20,9 +23,19 @@ COLOURS = {
     "blue": (40, 70, 220),
     "purple": (140, 50, 200),
     "pink": (240, 120, 190),
+    # the dark shade of each hue above, in the same order (0.6 of its brightness)
+    "maroon": (132, 24, 24),
+    "brown": (144, 84, 12),
+    "olive": (138, 132, 24),
+    "forest": (24, 108, 36),
+    "teal": (24, 120, 126),
+    "navy": (24, 42, 132),
+    "plum": (84, 30, 120),
+    "mauve": (144, 72, 114),
 }
+HUES = 8  # colour i and colour i + HUES are the bright and dark shade of one hue
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
-PATTERNS = ("solid", "striped", "barred", "checkered")
+PATTERNS = ("solid", "striped", "barred", "checkered", "dotted", "diagonal")
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,7 @@ class Style:
     noise: float  # std of pixel noise (0-255 scale)
     scale: tuple[float, float]  # shape radius as a fraction of the image side
     jitter: float  # centre offset as a fraction of the image side
+    lighting: float = 0.0  # each image's colours scaled by a factor in [1 - l, 1 + l]
 
 
 def _shape_masks(dx: np.ndarray, dy: np.ndarray, r: np.ndarray, shape_ids: np.ndarray):
@@ -64,6 +78,8 @@ def _pattern_masks(x: np.ndarray, y: np.ndarray, pattern_ids: np.ndarray, period
         "striped": h,
         "barred": v,
         "checkered": h ^ v,
+        "dotted": h & v,
+        "diagonal": ((x + y) // period) % 2 == 0,
     }
     out = np.zeros(x.shape, dtype=bool)
     for i, name in enumerate(PATTERNS):
@@ -115,6 +131,7 @@ def _render(
     lo = np.array([s.scale[0] for s in styles], dtype=np.float32)[style_ids]
     hi = np.array([s.scale[1] for s in styles], dtype=np.float32)[style_ids]
     jitter = np.array([s.jitter for s in styles], dtype=np.float32)[style_ids]
+    lighting = np.array([s.lighting for s in styles], dtype=np.float32)[style_ids]
     kind = np.array([["flat", "gradient", "speckle"].index(s.background) for s in styles])
     kind = kind[style_ids]
 
@@ -135,7 +152,8 @@ def _render(
     speckle = kind == 2
     background[speckle] += 40 * rng.standard_normal((int(speckle.sum()), size, size), np.float32)
     image = np.repeat(background[..., None], 3, axis=-1)
-    colour = palette[colour_ids][:, None, None, :]
+    light = 1 + (rng.random(n, dtype=np.float32) * 2 - 1) * lighting if lighting.any() else 1
+    colour = (palette[colour_ids] * np.reshape(light, (-1, 1)))[:, None, None, :]
     fill = np.where(full[..., None], colour, colour * 0.35)
     image = np.where(shape[..., None], fill, image)
     image += rng.standard_normal(image.shape, np.float32) * noise[:, None, None, None]

@@ -1,14 +1,18 @@
 """The synthetic image-caption universe: concepts, datasets, captions and the pretraining pool.
 
-A concept is a combination of visual factors (colour, pattern, shape) under a made-up name, a
-word of its own in the tokenizer, so a name the pretraining pool never shows is classified
-zero-shot at chance. Concepts are grouped into datasets, sub-domains with their own concept set
-and rendering style. Adaptation datasets are what the stream teaches (their concepts rare or
-absent in pretraining); eval-only datasets are never trained on in the stream and measure
-retention (their concepts seen in pretraining, with frequencies along a long tail). A stream
-replays only a small fixed sample of the pool, which holds few images of the tail: what the
-stream forgets is what its replay does not hold. Everything is drawn from one seed, and images
-are re-rendered from it on load.
+A concept is a combination of visual factors (colour, pattern, shape) under a made-up name. The
+name is split into shared syllable tokens, as a real CLIP tokenizer splits a new word, so a
+name the pretraining pool never shows is classified zero-shot near chance and learning it moves
+pieces that other names share (``whole_names`` keeps the earlier design, a token per name).
+Concepts are grouped into datasets, sub-domains with their own concept set and rendering style;
+with ``neighbourhoods`` a dataset is a block of factor space (a few hues in both shades, a few
+patterns and shapes), so its concepts differ in fine attributes and blocks of different
+datasets overlap (similar-looking concepts across tasks). Adaptation datasets are what the
+stream teaches (their concepts rare or absent in pretraining); eval-only datasets are never
+trained on in the stream and measure retention (their concepts seen in pretraining, with
+frequencies along a long tail). A stream replays only a small fixed sample of the pool, which
+holds few images of the tail: what the stream forgets is what its replay does not hold.
+Everything is drawn from one seed, and images are re-rendered from it on load.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emulate.continual.render import COLOURS, PATTERNS, SHAPES, Style, render
+from emulate.continual.render import COLOURS, HUES, PATTERNS, SHAPES, Style, render
 
 TEMPLATES = (
     "a photo of a {name}.",
@@ -53,6 +57,13 @@ class UniverseSize:
     rare_weight: float = 0.004  # ... and at most this for an adaptation concept (many get 0)
     absent_fraction: float = 0.7  # adaptation concepts never shown in pretraining
     attribute_captions: float = 0.25  # pool captions that name the factors, not the concept
+    # the factor space (the defaults are the first design's: 8 bright colours, 4 patterns)
+    shades: int = 1  # 1: the bright shade of each hue; 2: bright and dark
+    patterns: int = 4  # the first this many of render.PATTERNS
+    lighting: float = 0.0  # every style's lighting jitter (render.Style.lighting)
+    neighbourhoods: bool = False  # a dataset is a block of factor space, not a random draw
+    pretrain_concepts: int | None = None  # pool-only concepts (None: every combination left)
+    whole_names: bool = True  # a tokenizer word per concept name (False: shared syllables)
 
 
 @dataclass
@@ -102,12 +113,14 @@ class Universe:
         return [c for d in self.adapt for c in d.concepts]
 
     def words(self) -> list[str]:
-        """The whole words of captions and prompts: templates, visual factors and concept
-        names (any other word is split into ``syllables()``)."""
+        """The whole words of captions and prompts: templates and visual factors, and the
+        concept names only with ``whole_names`` (any other word is split into
+        ``syllables()``)."""
         fixed = " ".join(TEMPLATES + (ATTRIBUTE_TEMPLATE,)).replace(".", " . ").replace(",", " , ")
         fixed = [w for w in fixed.split() if not w.startswith("{")]
-        factors = list(COLOURS) + list(PATTERNS) + list(SHAPES)
-        return sorted(set(fixed) | set(factors) | set(self.concepts))
+        colours, patterns, shapes = factor_space(self.size)
+        names = set(self.concepts) if self.size.whole_names else set()
+        return sorted(set(fixed) | set(colours + patterns + shapes) | names)
 
     def save(self, path: Path) -> None:
         data = {
@@ -162,32 +175,84 @@ def made_up_names(count: int, rng: np.random.Generator) -> list[str]:
     return names
 
 
-def _style(rng: np.random.Generator) -> Style:
+def _style(rng: np.random.Generator, lighting: float = 0.0) -> Style:
     return Style(
         background=str(rng.choice(["flat", "gradient", "speckle"])),
         level=int(rng.integers(20, 200)),
         noise=float(rng.uniform(0, 25)),
         scale=(float(rng.uniform(0.22, 0.28)), float(rng.uniform(0.32, 0.4))),
         jitter=float(rng.uniform(0.02, 0.12)),
+        lighting=lighting,
     )
+
+
+def factor_space(size: UniverseSize) -> tuple[list[str], list[str], list[str]]:
+    """The colours, patterns and shapes a universe of ``size`` draws its concepts from."""
+    if size.shades not in (1, 2) or not 1 <= size.patterns <= len(PATTERNS):
+        raise ValueError(f"shades must be 1 or 2 and patterns 1-{len(PATTERNS)}")
+    return list(COLOURS)[: HUES * size.shades], list(PATTERNS[: size.patterns]), list(SHAPES)
+
+
+def block_shape(size: UniverseSize) -> tuple[int, int, int]:
+    """Hues, patterns and shapes of one dataset's block: ``concepts_per_dataset`` = hues x
+    shades x patterns x shapes, split as evenly as the factors allow."""
+    left, dims = size.concepts_per_dataset, [1, 1, 1]  # hues, patterns, shapes
+    if left % size.shades:
+        raise ValueError("concepts_per_dataset must be a multiple of shades")
+    left //= size.shades
+    turn = 1
+    while left > 1 and left % 2 == 0:
+        dims[turn] *= 2
+        left //= 2
+        turn = (turn + 1) % 3
+    dims[0] *= left
+    return dims[0], dims[1], dims[2]
+
+
+def _blocks(size: UniverseSize, n_sets: int, rng: np.random.Generator) -> list[list[tuple]]:
+    """``n_sets`` disjoint blocks of factor combinations, one per dataset."""
+    colours, patterns, shapes = factor_space(size)
+    hues, n_patterns, n_shapes = block_shape(size)
+    taken: set[tuple] = set()
+    blocks = []
+    for _ in range(n_sets):
+        for _ in range(1000):
+            h = rng.choice(HUES, hues, replace=False)
+            shade = [colours[i + HUES * s] for i in h for s in range(size.shades)]
+            pats = [patterns[i] for i in rng.choice(len(patterns), n_patterns, replace=False)]
+            shps = [shapes[i] for i in rng.choice(len(shapes), n_shapes, replace=False)]
+            block = list(itertools.product(shade, pats, shps))
+            if not taken & set(block):
+                break
+        else:
+            raise ValueError("the factor space holds too few disjoint dataset blocks")
+        taken |= set(block)
+        blocks.append(block)
+    return blocks
 
 
 def make_universe(size: UniverseSize, seed: int) -> Universe:
     """Draw datasets, styles, concepts and pretraining frequencies from ``seed``."""
     rng = np.random.default_rng(seed)
-    combos = list(itertools.product(COLOURS, PATTERNS, SHAPES))
+    combos = list(itertools.product(*factor_space(size)))
     order = rng.permutation(len(combos))
     names = made_up_names(len(combos), rng)
     n_sets = size.adapt_datasets + size.eval_datasets
-    if n_sets * size.concepts_per_dataset > len(combos):
+    k = size.concepts_per_dataset
+    if n_sets * k > len(combos):
         raise ValueError("more concepts asked for than factor combinations exist")
+    if size.neighbourhoods:
+        blocks = _blocks(size, n_sets, rng)
+        used = {c for b in blocks for c in b}
+        rest = [j for j in order if combos[j] not in used]
+        index = {c: j for j, c in enumerate(combos)}
+        order = np.array([index[c] for b in blocks for c in b] + rest)
     concepts: dict[str, Concept] = {}
     datasets: dict[str, Dataset] = {}
-    k = size.concepts_per_dataset
     for i in range(n_sets):
         role = "adapt" if i < size.adapt_datasets else "eval"
         dname = f"{role}-{i if role == 'adapt' else i - size.adapt_datasets}"
-        ds = Dataset(dname, role, _style(rng))
+        ds = Dataset(dname, role, _style(rng, size.lighting))
         for j in order[i * k : (i + 1) * k]:
             colour, pattern, shape = combos[j]
             if role == "eval":
@@ -200,12 +265,14 @@ def make_universe(size: UniverseSize, seed: int) -> Universe:
             concepts[names[j]] = Concept(names[j], colour, pattern, shape, dname, freq)
             ds.concepts.append(names[j])
         datasets[dname] = ds
-    for j in order[n_sets * k :]:  # the rest of the factor space: pretraining only
+    rest = order[n_sets * k :][: size.pretrain_concepts]  # the rest of the factor space ...
+    for j in rest:  # ... (or a share of it): pretraining only
         colour, pattern, shape = combos[j]
         concepts[names[j]] = Concept(
             names[j], colour, pattern, shape, "pretrain", size.background_weight
         )
-    pretrain_styles = [d.style for d in datasets.values()] + [_style(rng) for _ in range(4)]
+    extra = [_style(rng, size.lighting) for _ in range(4)]
+    pretrain_styles = [d.style for d in datasets.values()] + extra
     return Universe(seed, size, concepts, datasets, pretrain_styles)
 
 
