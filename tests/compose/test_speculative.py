@@ -255,8 +255,8 @@ def test_verifying_models_read_the_prompt_with_the_first_block(upscaled, lockste
 # --- the sampled distribution --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("k", [1, 2])
-def test_sampled_speculative_follows_the_composition(k):
+@pytest.mark.parametrize(("k", "stop"), [(1, 0.0), (2, 0.0), (2, 0.12)])
+def test_sampled_speculative_follows_the_composition(k, stop):
     """Rows with their own filters (and greedy rows) in one speculative batch with a fixed k:
     the first k + 1 tokens (k judged drafts, then the bonus token, or a rejection's residual
     draw and later rounds) follow the hand-written reference of the composition."""
@@ -279,7 +279,7 @@ def test_sampled_speculative_follows_the_composition(k):
             if "plausibility" in settings:
                 settings["plausibility"] = Plausibility(*settings["plausibility"])
             params.append(SamplingParams(max_new_tokens=k + 1, seed=1000 * g + i, **settings))
-    spec = {"k": k, "adaptive": False}
+    spec = {"k": k, "adaptive": False, "stop": stop}  # stop: some rows' drafts end early
     completions, decoder = run(composition, [prompt] * len(params), params, spec)
     assert decoder.k == k and decoder.draft == "chat"
     assert 0 < decoder.accepted < decoder.proposed  # drafts both accepted and rejected

@@ -138,3 +138,22 @@ def test_float32_batched_is_single(float32_upscaled):
     for i, prompt in enumerate(PROMPTS):
         alone = composition.next_token_logprobs([prompt])[0]
         assert (together[i] - alone).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("stop", [0.2, 0.35, 0.9])
+def test_drafts_that_stop_where_the_draft_is_unsure_keep_greedy_lockstep(stop):
+    """Rows whose drafts end where the draft is unsure (each at its own position, some before
+    drafting anything) still decode exactly the lockstep tokens, alone and batched."""
+    composition = upscaled_composition(make_tokenizer())
+    params = greedy(composition, PROMPTS)
+    expected, _ = run(composition, PROMPTS, params)
+    spec = {"draft": HALFWAY, "k": 4, "adaptive": False, "stop": stop}
+    got, decoder = run(composition, PROMPTS, greedy(composition, PROMPTS), spec)
+    for a, b in zip(expected, got, strict=True):
+        assert (b.token_ids, b.text, b.finish_reason) == (a.token_ids, a.text, a.finish_reason)
+    plain, _ = run(composition, PROMPTS, greedy(composition, PROMPTS),
+                   {**spec, "stop": 0.0})
+    assert sum(len(c.token_ids) for c in got) == sum(len(c.token_ids) for c in plain)
+    assert decoder.proposed < decoder.rounds * len(PROMPTS) * 4  # some blocks were cut
+    if stop < 0.9:
+        assert decoder.proposed > 0

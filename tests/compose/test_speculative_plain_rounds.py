@@ -36,7 +36,7 @@ class Script:
         self.chosen.append(next(self.ks))
         return self.chosen[-1]
 
-    def record(self, *args) -> None:
+    def record(self, *args, **kwargs) -> None:
         pass
 
 

@@ -27,7 +27,9 @@ class AdaptiveK:
     part (verifying forwards, bookkeeping), both measured at this many rows (else at the nearest
     row count measured, scaled by the ratio of the two row counts' rounds without drafts: one
     row's round costs a third of sixteen's on a CPU, so a model shared by all row counts would
-    send a full batch to try every large k in turn). The k with the
+    send a full batch to try every large k in turn). A k tried twice is
+    rated by the tokens per row its rounds gave, where they say (drafts that stop where the
+    draft is unsure give fewer than acceptance predicts). The k with the
     most expected tokens per second runs, 0 included. Rounds without drafts are measured twice
     at a row count before they compete, and every `EXPLORE_EVERY`-th round at a row count runs
     the best k of the kind that lost (0, or the best k > 0), so both times stay current as load
@@ -42,21 +44,26 @@ class AdaptiveK:
         self.costs: dict[int, tuple[float, float]] = {}
         self.seconds: dict[tuple[int, int], tuple[float, int]] = {}  # (rows, k) -> (s, rounds)
         self.rounds: Counter = Counter()  # rows -> choices made for that many rows
+        # (rows, k) -> tokens a row got per round, where rounds reported it: rows whose drafts
+        # stop where the draft is unsure, or at their end, get fewer than acceptance predicts.
+        self.tokens: dict[tuple[int, int], float] = {}
 
     @property
     def acceptance(self) -> float:
         return min(self.passed / self.judged, 0.99)
 
     def record(self, rows: int, k: int, judged: int, passed: int, seconds: float,
-               drafting: float) -> None:
-        """A round of k drafts (0: none) for `rows` rows, which judged `judged` positions and
-        accepted `passed`, took `seconds`, `drafting` of them drafting. Only rounds that drafted
-        all they meant to count (not one cut short by a row's end or budget, nor a first round,
-        which reads prompts or nothing)."""
+               drafting: float, tokens: float | None = None) -> None:
+        """A round of up to k drafts (0: none) for `rows` rows, which judged `judged` positions
+        and accepted `passed`, took `seconds`, `drafting` of them drafting, and gave `tokens`
+        per row if given. Not a round cut short by a budget, nor a first round (which reads
+        prompts or nothing)."""
         self.judged = 0.8 * self.judged + judged
         self.passed = 0.8 * self.passed + passed
         old, count = self.seconds.get((rows, k), (seconds, 0))
         self.seconds[rows, k] = (_mix(old, seconds), count + 1)
+        if tokens is not None and k > 0:
+            self.tokens[rows, k] = _mix(self.tokens.get((rows, k), tokens), tokens)
         if k > 0:  # a round without drafts has no drafted part to split off
             costs = (drafting / k, seconds - drafting)
             old_costs = self.costs.get(rows, costs)
@@ -83,6 +90,8 @@ class AdaptiveK:
             nearest = min(self.costs, key=lambda measured: abs(math.log(measured / rows)))
             draft, fixed = self.costs[nearest]
             spent = ((k + a**k) * draft + fixed) * self._scale(rows, nearest)
+        elif (rows, k) in self.tokens:
+            return self.tokens[rows, k] / spent
         return (1 - a ** (k + 1)) / (1 - a) / spent
 
     def _scale(self, rows: int, measured: int) -> float:

@@ -32,9 +32,11 @@ from emulate.compose.combine import compose_logprobs
 from emulate.compose.decoding import Decoder, Delta, merged
 from emulate.compose.drafting import (
     DEFAULT_K,
+    DEFAULT_STOP,
     K_MAX,
     check_k,
     check_lookup,
+    check_stop,
     composition_state,
     default_draft,
 )
@@ -59,8 +61,10 @@ class SpeculativeDecoder(Decoder):
     def __init__(self, composition, prompts, params: list[SamplingParams],
                  draft: str | None = None, k: int = DEFAULT_K, adaptive: bool = True,
                  k_max: int = K_MAX, lean: bool | str | None = None,
-                 lookup: bool | str = True, joining: bool = False):
+                 lookup: bool | str = True, joining: bool = False, stop: float = DEFAULT_STOP):
         check_k(k, k_max)
+        check_stop(stop)
+        self.stop = stop
         # A joining decoder reads the whole prompts in every model, so its first round needs no
         # forward: its rows can then merge into a running decoder's between two rounds.
         self.joining = joining
@@ -150,44 +154,46 @@ class SpeculativeDecoder(Decoder):
                 for t in self.groups[key]:
                     logits[t].append(self.logits[t])
         full = k
-        drafts, proposals, known = self._draft(k, pending, logits, fed, params, done)
-        k = drafts.shape[1]  # fewer if every row drafted its end
+        drafts, proposals, known, limits = self._draft(k, pending, logits, fed, params, done)
+        k = drafts.shape[1]  # fewer if every row drafted its end or stopped
         drafted = time.perf_counter()  # the drafts reached the CPU: their forwards are done
         # Verify: every other model scores the pending token and the k drafts in one forward
         # (in the first round, after reading the prompt in the same forward).
         self._forward(self.verify_keys, drafts, logits, fed, lead=pending)
 
-        outcomes: list[list] = [[k, None] for _ in rows]  # per row: drafts kept, token after
+        # Per row: drafts kept, token after. Row r's block is its first limits[r] drafts.
+        outcomes: list[list] = [[n, None] for n in limits]
         bonus_passed = 0
         if k:
             best, probs = self._target(logits, k, params)
             for r, outcome in enumerate(outcomes):
-                for j, (tokens, q, generators) in enumerate(proposals):
+                for j, (tokens, q, generators) in enumerate(proposals[: limits[r]]):
                     y = verdict(params[r], int(tokens[r]), best[r, j],
                                  None if probs[r] is None else probs[r][j], q[r], generators[r])
                     if y is not None:
                         outcome[:] = j, y
                         break
         for r, outcome in enumerate(outcomes):
-            if outcome[1] is None and k and self._ends(rows[r], int(drafts[r, k - 1])):
-                outcome[1] = int(drafts[r, k - 1])  # never emitted: the row ends at its draft
-        if any(y is None for _, y in outcomes):
-            # The last position: p and q after the last draft; drafting from q and judging
-            # against p draws from p, and every position's randomness depends on it alone.
-            lacking = [r for r, (_, y) in enumerate(outcomes) if y is None and known[r] <= k]
-            if lacking:  # (a row's guesses may have read it already)
-                self._read(k, lacking, [[] for _ in rows], pending, drafts, logits, fed)
-            tokens, q, generators = self._propose(logits, k, params, done)
-            best, probs = self._target(logits, k + 1, params, first=k)
+            n = limits[r]
+            if outcome[1] is None and n and self._ends(rows[r], int(drafts[r, n - 1])):
+                outcome[1] = int(drafts[r, n - 1])  # never emitted: the row ends at its draft
+        # The position after a row's block: p and q there; drafting from q and judging against
+        # p draws from p, and every position's randomness depends on it alone.
+        lacking = [r for r, (_, y) in enumerate(outcomes) if y is None and known[r] <= limits[r]]
+        if lacking:  # (only rows whose block is k wide; a row's guesses may have read it)
+            self._read(k, lacking, [[] for _ in rows], pending, drafts, logits, fed)
+        for j in sorted({limits[r] for r, (_, y) in enumerate(outcomes) if y is None}):
+            tokens, q, generators = self._propose(logits, j, params, done)
+            best, probs = self._target(logits, j + 1, params, first=j)
             for r, outcome in enumerate(outcomes):
-                if outcome[1] is None:
+                if outcome[1] is None and limits[r] == j:
                     y = verdict(params[r], int(tokens[r]), best[r, 0],
                                  None if probs[r] is None else probs[r][0], q[r], generators[r])
                     outcome[1] = int(tokens[r]) if y is None else y
                     bonus_passed += y is None
 
         for r, (n, y) in enumerate(outcomes):
-            self.proposed += k
+            self.proposed += limits[r]
             self.accepted += n
             row_deltas = []
             for token in drafts[r, :n].tolist() + [y]:
@@ -204,38 +210,41 @@ class SpeculativeDecoder(Decoder):
             self.batches[key].compact()  # rows that kept different numbers leave holes
         for t in self.terms:  # from now on only their row count matters (_retire slices them)
             self.logits[t] = logits[t][0]
-        # (A round cut short says nothing about k; a first round reads prompts or nothing.)
-        if self.adaptive and k == full == self.k and pending is not None:
+        # (Rounds cut by a budget, and first rounds, say nothing about k; ends and stops do.)
+        if self.adaptive and full == self.k and pending is not None:
             # Every row judged its accepted drafts and one more position (a rejection, or the
-            # last position, which is judged too since that is how the bonus token is drawn).
+            # position after its block, judged too since that is how its last token is drawn).
             judged = sum(n + 1 for n, _ in outcomes)
             passed = sum(n for n, _ in outcomes) + bonus_passed
-            self.learned.record(len(rows), k, judged, passed, time.perf_counter() - started,
-                                drafted - started)
+            self.learned.record(len(rows), full, judged, passed, time.perf_counter() - started,
+                                drafted - started, tokens=judged / len(rows))
         self._first = False
         self.rounds += 1
         self._retire()
         return deltas
 
     def _draft(self, k: int, pending, logits: dict, fed: dict, params, done):
-        """Draft k tokens per row: (drafts (rows, k), proposals per position, known), known[r]
-        the block positions whose draft logits row r has.
+        """Draft up to k tokens per row: (drafts (rows, width), proposals per position, known,
+        limits), known[r] the block positions whose draft logits row r has, limits[r] how many
+        of its drafts row r's block holds.
 
         Rows advance independently. A draft forward reads, for each row whose next position's
         logits are unknown, its last token (the round's lead first) and its own guess of the
         tokens after it, as far as every such row has one; the other rows read nothing. A row
         that drafts its guesses itself needs no forward for those positions; a guess it does
-        not draft is forgotten by that row alone, with the ones after it. A row that drafted
-        its end reads nothing more, and drafting stops when every row has.
+        not draft is forgotten by that row alone, with the ones after it. A row stops where it
+        drafted its end, or where the draft is unsure (its likeliest token below `stop`: a
+        person's name or fact the draft never read), so the block ends there and that position
+        is judged as the round's last; drafting stops when every row has stopped.
         """
         n = len(self.rows)
         drafts, proposals = torch.zeros(n, k, dtype=torch.long), []
         known = [0 if pending is not None else 1] * n
         guessed: list[list[int]] = [[] for _ in range(n)]  # per row: read, not yet drafted
-        ended = [False] * n
+        limits = [k] * n  # a row's block ends before this position
         while len(proposals) < k:
             j = len(proposals)
-            need = [r for r in range(n) if known[r] == j and not ended[r]]
+            need = [r for r in range(n) if known[r] == j and limits[r] > j]
             if need:
                 guesses = self._guesses(drafts[:, :j], k - j, need)
                 # Positions past the shortest guess will need a forward anyway: reading more
@@ -245,20 +254,39 @@ class SpeculativeDecoder(Decoder):
                 self._read(j, need, guesses, pending, drafts, logits, fed)
                 for r in need:
                     known[r], guessed[r] = j + 1, guesses[r]
+            missed = [0] * n
+            if self.stop > 0:
+                for r in self._unsure(logits, j, [r for r in range(n) if limits[r] > j]):
+                    limits[r], missed[r], guessed[r] = j, len(guessed[r]), []
+            if all(limit <= j for limit in limits):
+                if any(missed):
+                    self._forget(missed, fed)
+                return drafts[:, :j], proposals, known, limits
             proposals.append(self._propose(logits, j, params, done))
             drafts[:, j] = proposals[-1][0]
-            missed = [0] * n
             for r, token in enumerate(drafts[:, j].tolist()):
-                ended[r] = ended[r] or self._ends(self.rows[r], token)
-                if guessed[r] and guessed[r][0] == token and not ended[r]:
+                if limits[r] <= j:
+                    continue
+                if self._ends(self.rows[r], token):
+                    limits[r], missed[r], guessed[r] = j + 1, len(guessed[r]), []
+                elif guessed[r] and guessed[r][0] == token:
                     known[r], guessed[r] = known[r] + 1, guessed[r][1:]
                 elif guessed[r]:  # this guess and the ones after it were read in vain
                     missed[r], guessed[r] = len(guessed[r]), []
             if any(missed):
                 self._forget(missed, fed)
-            if all(ended):
-                return drafts[:, : j + 1], proposals, known
-        return drafts, proposals, known
+            if all(limit <= j + 1 for limit in limits):
+                return drafts[:, : j + 1], proposals, known, limits
+        return drafts, proposals, known, limits
+
+    def _unsure(self, logits: dict, j: int, rows: list[int]) -> list[int]:
+        """Of `rows`, those whose draft puts less than `stop` on its likeliest token at block
+        position j (read at temperature 1, before any filter)."""
+        weights = torch.tensor([list(self.draft_weights.values())])
+        logq = compose_logprobs([logits[t][j][rows] for t in self.draft_terms],
+                                weights.expand(len(rows), -1).to(logits[self.draft_terms[0]][j]))
+        top = logq.max(dim=-1).values.exp().cpu().tolist()
+        return [r for r, p in zip(rows, top, strict=True) if p < self.stop]
 
     def _read(self, j: int, need: list[int], guesses, pending, drafts, logits, fed) -> None:
         """One draft forward: each row in `need` reads its token before block position j (the
