@@ -175,16 +175,51 @@ def clip_loss(model: torch.nn.Module, batch: dict, processes: int = 1) -> torch.
     the one-process step (up to float summation order)."""
     device = next(model.parameters()).device
     out = model(**{k: v.to(device) for k, v in batch.items()}, return_loss=False)
-    image = out.image_embeds / out.image_embeds.norm(dim=-1, keepdim=True)
-    text = out.text_embeds / out.text_embeds.norm(dim=-1, keepdim=True)
-    if processes > 1:
+    if processes == 1:  # the model's own logits: scale x normalised image @ text
+        logits = out.logits_per_image
+    else:
         from torch.distributed.nn import all_gather
 
-        image, text = torch.cat(all_gather(image)), torch.cat(all_gather(text))
-    logits = logit_scale(model).exp() * image @ text.T
+        image = torch.cat(all_gather(out.image_embeds.contiguous()))
+        text = torch.cat(all_gather(out.text_embeds.contiguous()))
+        logits = logit_scale(model).exp() * image @ text.T
     target = torch.arange(len(logits), device=logits.device)
     ce = torch.nn.functional.cross_entropy
     return (ce(logits, target) + ce(logits.T, target)) / 2
+
+
+class TokenCache:
+    """Token ids of every caption seen, each tokenized once (padded to the full context, then a
+    batch trimmed to its longest caption, as the tokenizer's ``padding=True`` pads it): a stream
+    draws its captions from a few templates, so a step costs an index, not a tokenizer call."""
+
+    def __init__(self, clip: Clip):
+        self.clip = clip
+        self.index: dict[str, int] = {}
+        self.table: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        new = [t for t in dict.fromkeys(texts) if t not in self.index]
+        if new:  # padded here: the tokenizer's own max_length padding costs ~1 ms a call
+            tokens = self.clip.tokens(new)
+            context = int(self.clip.model.config.text_config.max_position_embeddings)
+            pad = getattr(self.clip.tokenizer, "pad_token_id", None) or 0
+            tokens = {
+                k: torch.nn.functional.pad(
+                    v, (0, context - v.shape[1]), value=pad if k == "input_ids" else 0
+                )
+                for k, v in tokens.items()
+            }
+            self.index.update({t: len(self.index) + i for i, t in enumerate(new)})
+            self.table = {
+                k: torch.cat([self.table[k], v]) if self.table else v for k, v in tokens.items()
+            }
+        rows = torch.tensor([self.index[t] for t in texts])
+        batch = {k: v[rows] for k, v in self.table.items()}
+        if "attention_mask" in batch:
+            width = int(batch["attention_mask"].sum(1).max())
+            batch = {k: v[:, :width] for k, v in batch.items()}
+        return batch
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@ compute budget, and run the one loop task by task, measuring KA and ZS after eve
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import torch
 
 from emulate.common.errors import EmulateError
 from emulate.continual.budget import plan_method
-from emulate.continual.clip import Clip
+from emulate.continual.clip import Clip, TokenCache
 from emulate.continual.loop import Task, check_split, new_accelerator, run_tasks
 from emulate.continual.merge_rules import check_rule, check_weight
 from emulate.continual.methods import check_method, make_strategy
@@ -90,6 +91,23 @@ class Data:
         self.tests = eval_sets(u)
 
 
+class WorldBatches:
+    """Global batches of a world's stream (every process draws the same one and trains on its
+    slice): the sampler's images and captions, token ids from a ``TokenCache``."""
+
+    def __init__(self, clip: Clip):
+        self.clip, self.tokens = clip, TokenCache(clip)
+
+    def __call__(
+        self, current: TaskData, buffer: TaskData, task: int, offset: int = 0, sampler=None
+    ) -> Callable[[int], dict]:
+        def batches(step: int) -> dict:
+            images, captions = sampler.sources(current, buffer, task, offset + step)
+            return {**self.tokens(captions), "pixel_values": self.clip.pixels(images)}
+
+        return batches
+
+
 def run_stream(
     world: World,
     config: RunConfig,
@@ -123,23 +141,14 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
         universe, data.pool, Mixture(0, 1, 0), batch_size, config.seed + 1, 0.0
     )
     nothing = task_data(data.train, [])
-
-    def batches_for(
-        current: TaskData, buffer: TaskData, task: int, offset: int = 0, source=sampler
-    ):
-        """Global batches: every process draws the same one and trains on its slice."""
-
-        def batches(step: int) -> dict:
-            images, captions = source.sources(current, buffer, task, offset + step)
-            return {**clip.tokens(captions), "pixel_values": clip.pixels(images)}
-
-        return batches
+    batches_for = WorldBatches(clip)
+    fisher = functools.partial(batches_for, sampler=fisher_sampler)
 
     start = {**evaluate(clip, data.tests, tasks=tasks), "chance": chance(data.tests)}
     strategy: Strategy = make_strategy(
         config.method, config.merge_rule, config.merge_weight, config.fisher_samples
     )
-    probe = batches_for(task_data(data.train, tasks[0]), nothing, 0)(0)
+    probe = batches_for(task_data(data.train, tasks[0]), nothing, 0, sampler=sampler)(0)
     model, plan, reference = plan_method(clip.model, probe, strategy, steps_ft, config.method)
 
     accelerator = new_accelerator()
@@ -160,8 +169,8 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
         for t, concepts in enumerate(tasks):
             current = task_data(data.train, concepts)
             buffer = task_data(data.train, [c for task in tasks[:t] for c in task])
-            own = batches_for(current, nothing, t, 0, fisher_sampler)
-            yield Task(batches_for(current, buffer, t), own)
+            own = fisher(current, nothing, t)
+            yield Task(batches_for(current, buffer, t, sampler=sampler), own)
 
     on_step = lambda s, v: report(("step", label, s, v))  # noqa: E731
     if config.method == "joint":
@@ -170,7 +179,7 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
         everything = task_data(data.train, [c for task in tasks for c in task])
         total = plan.steps * config.tasks
         joint_tasks = [
-            Task(batches_for(everything, nothing, 0, t * plan.steps), None)
+            Task(batches_for(everything, nothing, 0, t * plan.steps, sampler), None)
             for t in range(config.tasks)
         ]
 
