@@ -4,7 +4,10 @@ Modes change only what a call returns: ``own`` executes the model's calls; ``wit
 each call with an error instead of the image (does the inserted image matter?); ``random`` moves
 the call's window to a random place of the same size; ``oracle`` puts it on the target's cell
 (the upper bound of grounding). A call is *valid* when it parses and executes; a crop *contains*
-the target when the region of the original it shows holds the whole tile.
+the target when the region of the original it shows holds the whole tile. ``box_iou50`` is the
+share of questions whose first call executed and showed a region of the original with IoU >= 0.5
+against the target's box (a question with no call, or whose first call failed, counts as a miss);
+``answered`` the share of questions the trace answers at all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,15 @@ from emulate.vision.tools import SCALE, ToolCall, contains
 
 MODES = ("own", "withheld", "random", "oracle")
 KINDS = ("fine", "coarse")
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes (0 when either is empty)."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0.0, width) * max(0.0, height)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def intervention(mode: str, question: Question, rng: random.Random):
@@ -60,10 +72,15 @@ def _numbers(values, n: int) -> bool:
 
 def score(traces: list[tuple[Trace, Question]]) -> dict:
     """The metrics of one kind of question."""
-    attempts = valid = crops = inside = answered_plain = right = 0
+    attempts = valid = crops = inside = answered_plain = right = answered = grounded = 0
     for trace, question in traces:
         right += trace.answer == question.answer
+        answered += trace.answer is not None
         tried = [s for s in trace.steps if "<tool_call>" in s.reply or s.call is not None]
+        first = tried[0] if tried else None
+        if first is not None and first.observation is not None and first.call["name"] != "reuse":
+            region = trace.observations[first.observation].region
+            grounded += box_iou(region, question.target.box) >= 0.5
         attempts += len(tried)
         valid += sum(1 for s in tried if s.call is not None and not _failed(s))
         answered_plain += not tried and trace.answer is not None
@@ -80,6 +97,8 @@ def score(traces: list[tuple[Trace, Question]]) -> dict:
         "containment": inside / crops if crops else None,
         "calls_per_question": attempts / n if n else 0.0,
         "without_calls": answered_plain / n if n else 0.0,
+        "answered": answered / n if n else 0.0,
+        "box_iou50": grounded / n if n else 0.0,
         "n": n,
     }
 

@@ -50,14 +50,15 @@ def table(rows: dict):
     from rich.table import Table
 
     out = Table(title="thinking with images: held-out questions")
-    for column in ("run", "kind", "accuracy", "chance", "valid calls", "containment",
-                   "calls/q", "no call", "n"):
+    for column in ("run", "kind", "accuracy", "chance", "answered", "valid calls",
+                   "containment", "IoU>=.5", "calls/q", "no call", "n"):
         out.add_column(column)
     for name, result in rows.items():
         for kind in ("fine", "coarse"):
             m = result[kind]
             out.add_row(name, kind, _pct(m["accuracy"]), _pct(m["chance"]),
-                        _pct(m["valid_calls"]), _pct(m["containment"]),
+                        _pct(m.get("answered")), _pct(m["valid_calls"]), _pct(m["containment"]),
+                        _pct(m.get("box_iou50")),
                         f"{m['calls_per_question']:.2f}", _pct(m["without_calls"]), str(m["n"]))
     return out
 
