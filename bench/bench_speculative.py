@@ -45,7 +45,7 @@ RESULTS = HERE / "results"
 # --- the models ------------------------------------------------------------------------------
 
 
-def setup(name: str, world: str | None, natural_ends: bool = False):
+def setup(name: str, world: str | None, natural_ends: bool = False, workload: str = "both"):
     """(models {term: path}, formula, templates, prompts, a warm-up prompt not among them,
     generation kwargs). `natural_ends`: toy answers stop at their end-of-sequence token (at most
     64 tokens), as a user's do, instead of running to a fixed length."""
@@ -54,11 +54,18 @@ def setup(name: str, world: str | None, natural_ends: bool = False):
         from emulate.world.corpus import eval_questions
 
         info = load_world(world)
-        questions = [q.text for group in ("small_known", "large_only")
-                     for q in eval_questions(info.world, group)]
+        groups = {q: [x.text for x in eval_questions(info.world, q)]
+                  for q in ("small_known", "large_only")}
+        if workload in groups:  # every question once, spread over people and attributes
+            questions = groups[workload][::7]
+        elif workload == "mix":  # half and half, alternating
+            questions = [q for pair in zip(groups["small_known"][3::14],
+                                           groups["large_only"][::14]) for q in pair]
+        else:
+            questions = [q for g in groups.values() for q in g][::7]
         models = {m: str(info.members[m]) for m in ("large_base", "small_helpful", "small_base")}
         return (models, "large_base + small_helpful - small_base", dict.fromkeys(models, "chat"),
-                questions[::7], questions[3],
+                questions, groups["small_known"][1],
                 {"max_new_tokens": 64} if natural_ends else
                 {"max_new_tokens": 16, "ignore_eos": True})
     from roofline import PROMPTS, build_drafting_family
@@ -106,7 +113,8 @@ def runner(kind: str, job: dict, composition, generation, stats: dict):
     speculative = None
     if kind.startswith("speculative"):
         speculative = {"k": job["k"], "adaptive": job["adaptive"], "lean": job["lean"],
-                       "lookup": kind != "speculative_no_lookup" and job["lookup"]}
+                       "lookup": kind != "speculative_no_lookup" and job["lookup"],
+                       "stop": job.get("stop", 0.0) if kind == "speculative_stop" else 0.0}
     lean = kind != "lockstep_library"
 
     def run(chunk, seed):
@@ -134,7 +142,7 @@ def load(job: dict):
     logging.set_verbosity_error()
     torch.set_num_threads(job["threads"])
     models, formula, templates, prompts, warmup, generation = setup(
-        job["setup"], job["world"], job.get("natural_ends", False))
+        job["setup"], job["world"], job.get("natural_ends", False), job.get("workload", "both"))
     batch = job["batch"]
     prompts = prompts[: job["prompts"]]
     chunks = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
@@ -197,6 +205,8 @@ def measure_interleaved(job: dict) -> list[dict]:
         for n, chunk in enumerate(chunks):
             for i in range(len(variants)):
                 v = (n + i) % len(variants)
+                if job.get("fresh") and histories[v] is not None:  # no answer seen before
+                    composition_state(views[v])["history"] = copy.deepcopy(histories[v])
                 start, cpu = time.perf_counter(), time.process_time()
                 tokens = runs[v](chunk, 1000 + 100 * n)
                 totals[v][0] += tokens
@@ -221,7 +231,7 @@ def child(jobs: list[dict]) -> list[dict]:
 
 # --- the run -----------------------------------------------------------------------------------
 
-MAIN = ("large_alone", "lockstep", "speculative", "speculative_no_lookup")
+MAIN = ("large_alone", "lockstep", "speculative", "speculative_no_lookup", "speculative_stop")
 
 
 def main() -> None:
@@ -250,6 +260,15 @@ def main() -> None:
     parser.add_argument("--interleaved-only", action="store_true",
                         help="only the interleaved ratios (the figures to quote), not the "
                              "one-process-per-measurement table or the k sweep")
+    parser.add_argument("--workload", default="both",
+                        choices=["both", "small_known", "large_only", "mix"],
+                        help="toy questions about people the small base read, only the large "
+                             "base read, a 50/50 mix, or the earlier sample of both")
+    parser.add_argument("--stop", type=float, default=0.8,
+                        help="speculative_stop: a row's drafts end where the draft is less sure")
+    parser.add_argument("--fresh", action="store_true",
+                        help="each question starts from the warm-up's lookup history (no "
+                             "earlier question's answer to guess from)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     from rich.console import Console
@@ -277,7 +296,8 @@ def main() -> None:
         return {"setup": name, "world": args.world, "threads": args.threads, "clock": args.clock,
                 "k": 4,
                 "adaptive": True, "lean": True, "lookup": True, "prompts": prompts, "batch": batch,
-                "temperature": temperature, "natural_ends": args.natural_ends, **extra}
+                "temperature": temperature, "natural_ends": args.natural_ends,
+                "workload": args.workload, "stop": args.stop, "fresh": args.fresh, **extra}
 
     # The ratios: every system in one process, taking turns prompt by prompt.
     interleaved = [{"kind": kind, "label": f"{kind} (interleaved)"} for kind in MAIN]

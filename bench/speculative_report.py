@@ -42,7 +42,7 @@ def report(results, setups, args, console, kinds, out_dir: Path) -> None:
             for batch in args.batches:
                 where = {"setup": name, "temperature": temperature, "batch": batch}
                 row = {kind: best(results, label=kind, **where) for kind in kinds}
-                alone, lock, spec, plain = (row[k]["tokens_per_s"] for k in kinds)
+                alone, lock, spec, plain = (row[k]["tokens_per_s"] for k in kinds[:4])
                 over_lock = paired(results, "speculative", "lockstep", **where)
                 over_large = paired(results, "speculative", "large_alone", **where)
                 item = {**where,
@@ -126,7 +126,7 @@ def interleaved_table(results, args, summary, kinds):
     table = Table(title=f"Interleaved in one process, {args.passes} passes: ratios of tokens per "
                         f"{args.clock} second, median (per pass)")
     for column in ("setup", "T", "batch", "spec/lockstep", "spec/large", "no lookup/lockstep",
-                   "no lookup/large", "acceptance", "draft fwd/token"):
+                   "no lookup/large", "stop/lockstep", "acceptance", "draft fwd/token"):
         table.add_column(column, justify="right")
     for item in summary:
         where = {k: item[k] for k in ("setup", "temperature", "batch")}
@@ -135,7 +135,8 @@ def interleaved_table(results, args, summary, kinds):
         for key, a, b in (("speculative_over_lockstep", "speculative", "lockstep"),
                           ("speculative_over_large", "speculative", "large_alone"),
                           ("no_lookup_over_lockstep", "speculative_no_lookup", "lockstep"),
-                          ("no_lookup_over_large", "speculative_no_lookup", "large_alone")):
+                          ("no_lookup_over_large", "speculative_no_lookup", "large_alone"),
+                          ("stop_over_lockstep", "speculative_stop", "lockstep")):
             found = paired(results, f"{a} (interleaved)", f"{b} (interleaved)", **where)
             item[f"{key}_interleaved"] = found
             cells.append(f"{statistics.median(found):.2f}x ("
