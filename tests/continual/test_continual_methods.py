@@ -96,3 +96,36 @@ def test_merging_methods_hold_their_copies_off_the_accelerator(continual_data):
         held = [v for state in (strategy.merged, strategy.original) for v in state.values()]
         assert held and all(v.device.type == "cpu" for v in held)
         assert strategy.extra_state_bytes(model) == 0  # no memory beside fine-tuning's
+
+
+def test_peft_methods_adapt_an_open_clip_model(tmp_path):
+    """LoRA takes open_clip's nn.MultiheadAttention modules whole plus its MLP linears; DoRA and
+    VeRA, which peft implements for linears only, take the MLP linears; a step moves only the
+    adapter and changes the model's output."""
+    from continual_real_files import SIZE, open_clip_model
+
+    from emulate.continual.clip import clip_loss, load_clip
+
+    spec = open_clip_model(tmp_path / "oc")
+    for name, marker in (("lora", "lora_"), ("dora", "lora_magnitude"), ("vera", "vera_")):
+        clip = load_clip(spec)
+        model = make_strategy(name).prepare(clip.model)
+        names = _trainable_names(model)
+        assert names and all("lora_" in n or "vera_" in n for n in names), name
+        assert any(marker in n for n in names)
+        assert any("c_fc" in n for n in names) and any("c_proj" in n for n in names)
+        assert any(".attn." in n and "in_proj" not in n for n in names) == (name == "lora")
+        batch = {
+            **clip.tokens(["a photo of a cat.", "a photo of a dog."]),
+            "pixel_values": torch.randn(2, 3, SIZE, SIZE),
+        }
+        before = model(**batch, return_loss=False).logits_per_image.detach()
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+        optimizer = torch.optim.SGD(trainable(model), lr=1.0)
+        clip_loss(model, batch).backward()
+        optimizer.step()
+        after = model(**batch, return_loss=False).logits_per_image.detach()
+        assert not torch.allclose(before, after), name
+        for n, p in model.named_parameters():  # peft merges LoRA into an attention module for
+            if n in frozen:  # each forward and subtracts it after: float rounding only
+                assert torch.allclose(p, frozen[n], atol=1e-6), n

@@ -144,3 +144,19 @@ def test_ewc_and_si_under_distributed_data_parallel(continual_data, tmp_path):
             assert strategy.penalty(unwrap(wrapped)) is not None
     finally:
         dist.destroy_process_group()
+
+
+def test_ewc_sizes_its_fisher_to_the_micro_budget(continual_data):
+    """At micro defaults EWC's Fisher pass (about a batch's backward per sample) is sized to a
+    quarter of the per-task budget and charged; EWC still takes steps, within the budget."""
+    from emulate.continual.stream import RunConfig, run_stream
+
+    world, data = continual_data
+    result = run_stream(world, RunConfig("ewc", tasks=2), data)
+    budget = result["budget"]
+    per_task = budget["reference_steps"] * budget["reference_flops_per_step"]
+    assert result["steps_per_task"] >= 1 and result["options"]["fisher_samples"] >= 1
+    assert 0 < budget["extra_mafs"] <= 0.5 * per_task
+    assert result["mafs_per_task"] <= per_task * 1.0001
+    fixed = run_stream(world, RunConfig("ewc", tasks=2, fisher_samples=2), data)
+    assert fixed["options"]["fisher_samples"] == 2
