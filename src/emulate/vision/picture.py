@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from emulate.vision.runtime import Trace
@@ -37,7 +38,8 @@ def draw_trace(trace: Trace, question: Question | None, path: Path,
         ax.set_yticks([])
     if question is None:
         answer = trace.answer if trace.answer is not None else f"no answer ({trace.stopped})"
-        fig.suptitle(f"{trace.question}  ->  {answer}", fontsize=9)
+        title = textwrap.fill(f"{trace.question}  ->  {answer}", 40 * panels)
+        fig.suptitle(title, fontsize=9)
     else:
         right = trace.answer == question.answer
         verdict = "right" if right else f"wrong (truth: {question.answer})"

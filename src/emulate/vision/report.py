@@ -104,8 +104,9 @@ def seen_title(model, image) -> str:
     if model.family in QWEN_FAMILIES:
         width, height = model.seen_size(image)
     else:
-        size = dict(getattr(model.processor.image_processor, "crop_size", None) or {})
-        size = size or dict(model.processor.image_processor.size)
+        images = model.processor.image_processor
+        cropped = getattr(images, "do_center_crop", False) and getattr(images, "crop_size", None)
+        size = dict(images.crop_size if cropped else images.size)
         side = size.get("shortest_edge")
         width, height = (side, side) if side else (size["width"], size["height"])
     return f"{image.width}x{image.height} image (model sees {width}x{height})"
