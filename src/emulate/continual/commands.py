@@ -57,7 +57,19 @@ Budget = Annotated[
 ]
 
 
-def _config(method, ordering, tasks, mix, schedule, seed, steps, merge, merge_weight, budget=1.0):
+def _config(
+    method,
+    ordering,
+    tasks,
+    mix,
+    schedule,
+    seed,
+    steps,
+    merge,
+    merge_weight,
+    budget=1.0,
+    fisher_samples=None,
+):
     from emulate.continual.mixture import Mixture
     from emulate.continual.stream import RunConfig
 
@@ -72,6 +84,7 @@ def _config(method, ordering, tasks, mix, schedule, seed, steps, merge, merge_we
         merge_rule=merge,
         merge_weight=merge_weight,
         budget=budget,
+        fisher_samples=fisher_samples,
     )
     config.check()
     return config
@@ -141,6 +154,10 @@ def run(
         Path | None,
         typer.Option("--replay", help="With --data: pretraining replay data (off if not given)."),
     ] = None,
+    fisher_samples: Annotated[
+        int | None,
+        typer.Option("--fisher-samples", help="EWC's Fisher samples (default: a budget share)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Update the world's CLIP over a stream of tasks; KA and ZS after every task."""
@@ -149,7 +166,17 @@ def run(
     quiet_transformers()
     try:
         config = _config(
-            method, ordering, tasks, mix, schedule, seed, steps, merge, merge_weight, budget
+            method,
+            ordering,
+            tasks,
+            mix,
+            schedule,
+            seed,
+            steps,
+            merge,
+            merge_weight,
+            budget,
+            fisher_samples,
         )
         if data is not None or world is None:
             result = run_files(world, data, model, replay, config)
