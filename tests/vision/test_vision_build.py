@@ -9,7 +9,7 @@ from emulate.cli import app
 
 runner = CliRunner()
 KEYS = {"accuracy", "chance", "valid_calls", "containment", "calls_per_question",
-        "without_calls", "n"}
+        "without_calls", "answered", "box_iou50", "n"}
 
 
 def test_a_second_build_trains_nothing(micro_vision, monkeypatch):
