@@ -56,7 +56,8 @@ class VLMShape:
     heads: int = 4
 
 
-def train_tokenizer(texts: list[str], vocab_cap: int = 1024) -> PreTrainedTokenizerFast:
+def digit_bpe(texts: list[str], special_tokens: list[str], vocab_cap: int) -> Tokenizer:
+    """Byte-level BPE with digit runs split from words (each coordinate one token)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=False), pre_tokenizers.ByteLevel(False)]
@@ -65,11 +66,16 @@ def train_tokenizer(texts: list[str], vocab_cap: int = 1024) -> PreTrainedTokeni
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_cap,
         min_frequency=2,
-        special_tokens=[END, PAD, IMAGE, USER, ASSISTANT],
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(texts * 4, trainer=trainer)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def train_tokenizer(texts: list[str], vocab_cap: int = 1024) -> PreTrainedTokenizerFast:
+    tok = digit_bpe(texts * 4, [END, PAD, IMAGE, USER, ASSISTANT], vocab_cap)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=END,

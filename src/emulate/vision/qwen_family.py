@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
@@ -33,6 +32,8 @@ from transformers import (
     Qwen2_5_VLProcessor,
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from emulate.vision.model import digit_bpe
 
 PATCH = 14
 MERGE = 2
@@ -117,19 +118,7 @@ def base_corpus() -> list[str]:
 
 def new_tokenizer(texts: Iterable[str] = (), vocab_cap: int = VOCAB_CAP) -> PreTrainedTokenizerFast:
     """Byte-level BPE over ``texts`` and the base corpus, Qwen2.5-VL's special tokens first."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=False), pre_tokenizers.ByteLevel(False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_cap,
-        min_frequency=2,
-        special_tokens=SPECIAL,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator((list(texts) + base_corpus()) * 2, trainer=trainer)
+    tok = digit_bpe((list(texts) + base_corpus()) * 2, list(SPECIAL), vocab_cap)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS,
