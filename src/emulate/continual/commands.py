@@ -165,19 +165,8 @@ def run(
 
     quiet_transformers()
     try:
-        config = _config(
-            method,
-            ordering,
-            tasks,
-            mix,
-            schedule,
-            seed,
-            steps,
-            merge,
-            merge_weight,
-            budget,
-            fisher_samples,
-        )
+        config = _config(method, ordering, tasks, mix, schedule, seed, steps, merge,
+                         merge_weight, budget, fisher_samples)
         if data is not None or world is None:
             result = run_files(world, data, model, replay, config)
         else:
