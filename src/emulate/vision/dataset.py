@@ -14,8 +14,10 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from emulate.vision.scenes import questions
-from emulate.vision.synthesis import FINE_RECIPES, conversation, synthesize
+from emulate.vision import object_chains, objects, scenes, synthesis
+from emulate.vision.synthesis import conversation
+
+WORLDS = ("tiles", "objects")
 
 VARIANTS = ("focus_area", "zoom_in", "reuse", "all")
 # The recipes a member of each variant learns from: the main ones, and recovery chains.
@@ -25,11 +27,29 @@ VARIANT_RECIPES = {
     "reuse": (("reuse",), ("repair-reuse",)),
     "all": (("focus_area", "zoom_in"), ("recovery-all", "repair-focus_area", "repair-zoom_in")),
 }
+# The objects world's tool member: tight looks, and every way of recovering.
+OBJECT_RECIPES = (("focus_area", "zoom_in"),
+                  ("reuse", "recovery-loose", "recovery-wrong", "repair", "withheld"))
 RECOVERY_SHARE = 0.2
 
 
-def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None) -> dict:
+def world_parts(world: str):
+    """(questions, fine recipes, synthesize, skip_turns) of a world."""
+    if world == "tiles":
+        def skip(recipe: str) -> list[int]:
+            return [0] if recipe.startswith(("recovery-", "repair-")) else []
+
+        return scenes.questions, synthesis.FINE_RECIPES, synthesis.synthesize, skip
+    if world == "objects":
+        oc = object_chains
+        return objects.questions, oc.FINE_RECIPES, oc.synthesize, oc.skip_turns
+    raise ValueError(f"unknown world {world!r}; choose from {', '.join(WORLDS)}")
+
+
+def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None,
+                       world: str = "tiles") -> dict:
     """``n`` questions (half fine, half coarse) -> verified chains saved under ``out``."""
+    questions, fine_recipes, synthesize, skip_turns = world_parts(world)
     from datasets import Dataset, Features, Image, List, Value
 
     out = Path(out)
@@ -39,7 +59,7 @@ def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None) -> dic
     work = [("fine", q) for q in questions(seed, "train", n_fine, "fine")]
     work += [("coarse", q) for q in questions(seed, "train", n - n_fine, "coarse")]
     for qid, (kind, (scene, question)) in enumerate(work):
-        recipes = FINE_RECIPES if kind == "fine" else ("direct",)
+        recipes = fine_recipes if kind == "fine" else ("direct",)
         for recipe in recipes:
             rng = random.Random(f"chain-{seed}-{qid}-{recipe}")
             trace, reason = synthesize(scene, question, recipe, rng)
@@ -53,7 +73,7 @@ def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None) -> dic
             rows["kind"].append(kind)
             rows["recipe"].append(recipe)
             rows["question"].append(qid)
-            rows["skip_turns"].append([0] if recipe.startswith(("recovery-", "repair-")) else [])
+            rows["skip_turns"].append(skip_turns(recipe))
         if progress:
             progress(qid + 1, len(work))
     part = {"type": Value("string"), "text": Value("string")}
@@ -92,7 +112,7 @@ def load_chains(directory: str | Path):
     return load_from_disk(str(Path(directory) / "dataset"))
 
 
-def member_rows(dataset, member: str, seed: int) -> list[int]:
+def member_rows(dataset, member: str, seed: int, world: str = "tiles") -> list[int]:
     """Row indices a member trains on: ``direct``, or a tool variant (one chain per question)."""
     recipes = dataset["recipe"]
     by_question: dict[int, dict[str, int]] = {}
@@ -104,7 +124,7 @@ def member_rows(dataset, member: str, seed: int) -> list[int]:
             if "direct" in available:
                 chosen.append(available["direct"])
             continue
-        main, recovery = VARIANT_RECIPES[member]
+        main, recovery = OBJECT_RECIPES if world == "objects" else VARIANT_RECIPES[member]
         rng = random.Random(f"pick-{seed}-{question}-{member}")
         wanted = recovery if recovery and rng.random() < RECOVERY_SHARE else main
         options = [available[r] for r in wanted if r in available]
