@@ -16,13 +16,15 @@ from PIL import Image
 
 from emulate.common.errors import EmulateError
 
-NO_WORLD = "holds no built vision world (no readable manifest.json); build it: `emulate vision build"
+NO_WORLD = ("holds no built vision world (no readable manifest.json); build it: "
+            "`emulate vision build")
 
 
 def _png_header(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares width x height pixels (a decompression bomb)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
@@ -128,7 +130,8 @@ CASES = [
     # benchmark files
     case([*BENCH[:3], "--file", "{tmp}/gone.jsonl"], "no benchmark file at", "gone.jsonl",
          "give a JSONL file of questions", id="bench-missing-file"),
-    case([*BENCH[:3], "--file", "{tmp}/empty"], "no benchmark file at", id="bench-file-is-a-folder"),
+    case([*BENCH[:3], "--file", "{tmp}/empty"], "no benchmark file at",
+         id="bench-file-is-a-folder"),
     case([*BENCH[:3], "--file", "{tmp}/bad.jsonl"], "bad.jsonl line 1 is not JSON",
          "give one object per line", id="bench-not-json"),
     case([*BENCH[:3], "--file", "{tmp}/none.jsonl"], "none.jsonl holds no questions",
