@@ -1,8 +1,9 @@
 """The vision system's bad inputs, fed through `emulate vision ...` and the Python API: each
 answers a clear error naming the argument or file and what to do, never a traceback.
 
-Nothing here builds or trains: cases that need a world use the session's micro world, and a
-case whose command would train before refusing patches the trainer to fail loudly instead."""
+Nothing here builds or trains: cases that need a world use the session's micro world, and the
+trainer and the chain synthesis are patched to fail loudly, so a command that would do that work
+before refusing fails."""
 
 from __future__ import annotations
 
@@ -77,6 +78,12 @@ CASES = [
     case([*ASK[:4], "--world", "{tmp}/empty"], NO_WORLD, id="ask-empty-folder"),
     # counts
     case(["synth", "--world", "{world}", "--n", "0"], "--n must be at least 1", id="synth-n-0"),
+    case(["synth", "--world", "{world}", "--n", "1000000000", "--out", "{tmp}/c"], "--n",
+         "out of range", xfail="synth has no upper bound on --n: it starts a billion chains",
+         id="synth-n-unbounded"),
+    case(["build", "--size", "micro", "--seed", "-1", "--out", "{tmp}/b"], "--seed -1",
+         xfail="a negative --seed escapes as numpy's ValueError once synthesis has run",
+         id="build-seed-negative"),
     case(["eval", "--world", "{world}", "--n", "-1"], "--n -1 is out of range",
          "give 1 to 100000 held-out questions per kind", id="eval-n-negative"),
     case(["eval", "--world", "{world}", "--n", "0"], "--n 0 is out of range", id="eval-n-0"),
@@ -160,6 +167,9 @@ CASES = [
     case([*TRAIN, "--lr", "-1"], "--lr -1.0 is out of range: give a rate in (0, 1)",
          id="train-lr-negative"),
     case([*TRAIN, "--lr", "nan"], "--lr nan is out of range", id="train-lr-nan"),
+    case([*TRAIN, "--seed", "-1"], "--seed -1",
+         xfail="a negative --seed escapes as ValueError 'Seed must be between 0 and 2**32 - 1' "
+         "from the trainer", id="train-seed-negative"),
     case([*TRAIN[:6], "{tmp}/text.txt", "--max-steps", "1"], "text.txt", "--out",
          xfail="train trains, then fails to save into a file with a FileExistsError traceback",
          id="train-out-is-a-file"),
@@ -171,15 +181,18 @@ CASES = [
 
 @pytest.fixture
 def no_training(monkeypatch):
-    """Training, where a bad input should have stopped the command first, fails loudly."""
+    """Training or synthesis, where a bad input should have stopped the command first, fails
+    loudly."""
     import trl
 
     import emulate.vision.ablation as ablation
+    import emulate.vision.dataset as dataset
 
     def trained(*args, **kwargs):
-        raise AssertionError("trained before the bad input was refused")
+        raise AssertionError("trained or synthesized before the bad input was refused")
 
     monkeypatch.setattr(ablation, "run_jobs", trained)
+    monkeypatch.setattr(dataset, "synthesize_dataset", trained)
     monkeypatch.setattr(trl.SFTTrainer, "train", trained)
 
 
