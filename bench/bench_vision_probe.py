@@ -5,8 +5,8 @@ scenes score it, on three views of the target's badge:
 
 - ``full``: the scene as the default family's processor shrinks it (672 -> 224 px), a 24 px
   window around the badge; the world claims the code is unreadable here (chance 0.25);
-- ``crop``: the canvas at native resolution, a 72 px window (what ``focus_area`` shows);
-- ``zoom``: that window magnified 2x (what ``zoom_in`` adds for small objects).
+- ``crop``: the canvas at native resolution, a 36 px window (what ``focus_area`` shows);
+- ``zoom``: that window magnified 3x (about what ``zoom_in`` gives a small object).
 
 and, as the floor above chance for what should be perceived, the target's colour and shape
 from the full view. Probes: logistic regression on pixels (scikit-learn) and a small conv net
@@ -50,9 +50,9 @@ def views(seed: int, split: str, n: int, processor) -> dict:
         scale = full.shape[1] / image.width
         bx = ((t.badge[0] + t.badge[2]) / 2, (t.badge[1] + t.badge[3]) / 2)
         out["full"].append(window(full, (bx[0] * scale, bx[1] * scale), 24))
-        crop = window(np.asarray(image), bx, 72)
+        crop = window(np.asarray(image), bx, 36)
         out["crop"].append(crop)
-        zoomed = Image.fromarray(crop).resize((144, 144), Image.NEAREST)
+        zoomed = Image.fromarray(crop).resize((108, 108), Image.NEAREST)
         out["zoom"].append(np.asarray(zoomed))
         cx, cy = (t.x + t.side / 2) * scale, (t.y + t.side / 2) * scale
         out["object"].append(window(full, (cx, cy), 64))
@@ -75,6 +75,7 @@ def conv_probe(train_x, train_y, test_x, test_y, classes: int, seed: int, epochs
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(),
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, classes),
     )

@@ -41,3 +41,12 @@ def micro_chains(tmp_path_factory):
     out = tmp_path_factory.mktemp("chains")
     synthesize_dataset(0, 12, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def micro_objects(tmp_path_factory):
+    """A built micro objects world: chains, the aligned Qwen2.5-VL family, both members."""
+    from emulate.vision.build import build_world
+
+    folder = tmp_path_factory.mktemp("objects") / "micro"
+    return build_world(folder, "micro", 0, progress=False, world="objects")

@@ -27,6 +27,11 @@ _CODE = (
     "scenes.py", "tools.py", "runtime.py", "chains.py", "synthesis.py", "dataset.py",
     "model.py", "train.py", "build.py",
 )
+_OBJECTS_CODE = (
+    "objects.py", "object_chains.py", "object_build.py", "qwen_family.py", "sft.py", "dataset.py",
+    "tools.py", "runtime.py", "synthesis.py", "formats.py", "adapters.py", "build.py",
+)
+WORLDS = ("tiles", "objects")
 
 
 class WorldError(EmulateError, ValueError):
@@ -52,13 +57,29 @@ SIZES = {
 }
 
 
-def default_dir(size: str = "default", seed: int = 0) -> Path:
-    return world_dir("vision", size, seed)
+def default_dir(size: str = "default", seed: int = 0, world: str = "tiles") -> Path:
+    return world_dir("vision" if world == "tiles" else f"vision-{world}", size, seed)
 
 
-def code_files() -> list[Path]:
+def code_files(world: str = "tiles") -> list[Path]:
     here = Path(__file__).parent
-    return [here / name for name in _CODE]
+    return [here / name for name in (_CODE if world == "tiles" else _OBJECTS_CODE)]
+
+
+def sizes(world: str) -> dict:
+    """The sizes of a world: ``VisionSize`` for tiles, ``ObjectSize`` for objects."""
+    if world == "tiles":
+        return SIZES
+    if world == "objects":
+        from emulate.vision.object_build import SIZES as OBJECT_SIZES
+
+        return OBJECT_SIZES
+    raise WorldError(f"unknown world {world!r}; choose from {', '.join(WORLDS)}")
+
+
+def size_of(manifest: dict):
+    """The spec a loaded world's manifest names."""
+    return sizes(manifest.get("world", "tiles"))[manifest["size"]]
 
 
 def load_world(directory: str | Path) -> dict:
@@ -71,29 +92,36 @@ def load_world(directory: str | Path) -> dict:
 
 def _expected(manifest: dict) -> tuple[str, dict]:
     """The key and spec this code gives the manifest's size and seed."""
-    size, seed = manifest.get("size"), manifest.get("seed")
-    if size not in SIZES or not isinstance(seed, int):
+    size, seed, world = manifest.get("size"), manifest.get("seed"), manifest.get("world", "tiles")
+    if world not in WORLDS or size not in sizes(world) or not isinstance(seed, int):
         raise WorldError(f"the manifest names size {size!r} and seed {seed!r}; this emulate knows "
                          f"the sizes {', '.join(SIZES)}: rebuild the world with `emulate vision "
                          f"build --size micro` or `--size default`")
-    return _key(size, seed), asdict(SIZES[size])
+    return _key(size, seed, world), asdict(sizes(world)[size])
 
 
-def _key(size: str, seed: int) -> str:
-    return build_key({"size": size, "seed": seed, "spec": asdict(SIZES[size])}, code_files())
+def _key(size: str, seed: int, world: str = "tiles") -> str:
+    arguments = {"size": size, "seed": seed, "spec": asdict(sizes(world)[size])}
+    if world != "tiles":
+        arguments["world"] = world
+    return build_key(arguments, code_files(world))
 
 
 def build_world(out: str | Path | None, size: str = "default", seed: int = 0,
-                progress: bool = True, workers: int = 1) -> Path:
+                progress: bool = True, workers: int = 1, world: str = "tiles") -> Path:
     """Build (or return the cached) world in ``out``; returns the directory."""
-    if size not in SIZES:
-        raise WorldError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
-    out = Path(out) if out else default_dir(size, seed)
+    if size not in sizes(world):
+        raise WorldError(f"unknown size {size!r}; choose from {', '.join(sizes(world))}")
+    out = Path(out) if out else default_dir(size, seed, world)
 
     def build(folder: Path) -> dict:
+        if world == "objects":
+            from emulate.vision import object_build
+
+            return object_build.build(folder, size, seed, progress)
         return _build(folder, size, seed, progress, workers)
 
-    return cached_build(out, "vision", _key(size, seed), asdict(SIZES[size]), build)
+    return cached_build(out, "vision", _key(size, seed, world), asdict(sizes(world)[size]), build)
 
 
 def _build(out: Path, size: str, seed: int, progress: bool, workers: int) -> dict:

@@ -45,6 +45,10 @@ def build(
     out: Annotated[Path | None, typer.Option("--out", help="Directory to write.")] = None,
     size: Annotated[str, typer.Option("--size", help="micro or default.")] = "default",
     seed: Annotated[int, typer.Option("--seed", help="Seed of scenes, chains, training.")] = 0,
+    kind: Annotated[str, typer.Option(
+        "--kind", help="tiles (grid of tiles, Llava family) or objects (shapes named by their "
+                       "looks, Qwen2.5-VL family)."
+    )] = "tiles",
 ) -> None:
     """Synthesize verified chains, align a small VLM, train the direct and tools members."""
     from emulate.vision.build import build_world, load_world
@@ -53,7 +57,8 @@ def build(
     quiet_transformers()
     started = time.time()
     try:
-        path = build_world(out, size=size, seed=seed, progress=True, workers=build_workers())
+        path = build_world(out, size=size, seed=seed, progress=True, workers=build_workers(),
+                           world=kind)
     except EmulateError as exc:
         fail(exc)
     manifest = load_world(path)
@@ -78,10 +83,10 @@ def synth(
         world = _world(world)
         if n < 1:
             raise EmulateError("--n must be at least 1")
-        seed = load_world(world)["seed"]
+        manifest = load_world(world)
     except EmulateError as exc:
         fail(exc)
-    stats = synthesize_dataset(seed, n, out)
+    stats = synthesize_dataset(manifest["seed"], n, out, world=manifest.get("world", "tiles"))
     console.print(f"{stats['kept']} of {stats['generated']} chains kept -> {out}/dataset")
     typer.echo(json.dumps(stats))
 

@@ -18,6 +18,8 @@ from emulate.vision import object_chains, objects, scenes, synthesis
 from emulate.vision.synthesis import conversation
 
 WORLDS = ("tiles", "objects")
+COLUMNS = ("images", "messages", "kind", "recipe", "question", "skip_turns")
+
 
 VARIANTS = ("focus_area", "zoom_in", "reuse", "all")
 # The recipes a member of each variant learns from: the main ones, and recovery chains.
@@ -50,10 +52,8 @@ def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None,
                        world: str = "tiles") -> dict:
     """``n`` questions (half fine, half coarse) -> verified chains saved under ``out``."""
     questions, fine_recipes, synthesize, skip_turns = world_parts(world)
-    from datasets import Dataset, Features, Image, List, Value
-
     out = Path(out)
-    rows = {k: [] for k in ("images", "messages", "kind", "recipe", "question", "skip_turns")}
+    rows = {k: [] for k in COLUMNS}
     generated, kept, rejected = Counter(), Counter(), Counter()
     n_fine = n // 2
     work = [("fine", q) for q in questions(seed, "train", n_fine, "fine")]
@@ -76,22 +76,12 @@ def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None,
             rows["skip_turns"].append(skip_turns(recipe))
         if progress:
             progress(qid + 1, len(work))
-    part = {"type": Value("string"), "text": Value("string")}
-    features = Features(
-        {
-            "images": List(Image()),
-            "messages": List({"role": Value("string"), "content": List(part)}),
-            "kind": Value("string"),
-            "recipe": Value("string"),
-            "question": Value("int64"),
-            "skip_turns": List(Value("int64")),
-        }
-    )
-    Dataset.from_dict(rows, features=features).save_to_disk(str(out / "dataset"))
+    save_rows([dict(zip(rows, values, strict=True)) for values in zip(*rows.values())], out)
     reasons = Counter()
     for key, count in rejected.items():
         reasons[key.split(":")[1]] += count
     stats = {
+        "world": world,
         "questions": len(work),
         "generated": sum(generated.values()),
         "kept": sum(kept.values()),
@@ -104,6 +94,32 @@ def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None,
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     return stats
+
+
+def save_rows(rows: list[dict], out: str | Path) -> None:
+    """Chain rows (the columns above) saved as a dataset under ``out/dataset``."""
+    from datasets import Dataset, Features, Image, List, Value
+
+    out = Path(out)
+    columns = {k: [row[k] for row in rows] for k in COLUMNS}
+    part = {"type": Value("string"), "text": Value("string")}
+    features = Features(
+        {
+            "images": List(Image()),
+            "messages": List({"role": Value("string"), "content": List(part)}),
+            "kind": Value("string"),
+            "recipe": Value("string"),
+            "question": Value("int64"),
+            "skip_turns": List(Value("int64")),
+        }
+    )
+    Dataset.from_dict(columns, features=features).save_to_disk(str(out / "dataset"))
+
+
+def chains_world(directory: str | Path) -> str:
+    """The world a chains folder was synthesized in (``tiles`` for folders from before)."""
+    stats = Path(directory) / "stats.json"
+    return json.loads(stats.read_text()).get("world", "tiles") if stats.is_file() else "tiles"
 
 
 def load_chains(directory: str | Path):

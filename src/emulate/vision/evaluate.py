@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from emulate.vision import chains
 from emulate.vision.runtime import Trace, run
-from emulate.vision.scenes import Question, questions
+from emulate.vision.scenes import Question
 from emulate.vision.tools import SCALE, ToolCall, contains
 
 MODES = ("own", "withheld", "random", "oracle")
@@ -33,6 +33,15 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def oracle_box(target) -> list[int]:
+    """The box the oracle puts a call on: the tile's cell, or an object's tight extent."""
+    if hasattr(target, "row"):
+        return chains.cell_box(target.row, target.col)
+    from emulate.vision.object_chains import box_of
+
+    return box_of(target.box)
+
+
 def intervention(mode: str, question: Question, rng: random.Random):
     """The runtime hook of a mode (None for ``own``)."""
     if mode == "own":
@@ -46,14 +55,15 @@ def intervention(mode: str, question: Question, rng: random.Random):
         if call.name in ("focus_area", "zoom_in") and _numbers(arguments.get("box"), 4):
             x0, y0, x1, y1 = arguments["box"]
             if mode == "oracle":
-                arguments["box"], arguments["source"] = chains.cell_box(target.row, target.col), 0
+                arguments["box"], arguments["source"] = oracle_box(target), 0
             else:
                 w, h = max(1, x1 - x0), max(1, y1 - y0)
                 left, top = rng.randint(0, max(0, SCALE - w)), rng.randint(0, max(0, SCALE - h))
                 arguments["box"] = [left, top, min(SCALE, left + w), min(SCALE, top + h)]
         elif call.name == "zoom_in" and _numbers(arguments.get("point"), 2):
             if mode == "oracle":
-                arguments["point"] = chains.cell_centre(target.row, target.col)
+                x0, y0, x1, y1 = oracle_box(target)
+                arguments["point"] = [(x0 + x1) // 2, (y0 + y1) // 2]
                 arguments["source"] = 0
             else:
                 arguments["point"] = [rng.randint(0, SCALE), rng.randint(0, SCALE)]
@@ -116,8 +126,12 @@ def evaluate(
     max_calls: int = 4,
     to_normalized=None,
     progress: Callable[[int, int], None] | None = None,
+    world: str = "tiles",
 ) -> dict:
     """``{"fine": metrics, "coarse": metrics}`` on ``n`` held-out questions of each kind."""
+    from emulate.vision.dataset import world_parts
+
+    questions = world_parts(world)[0]
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     result, done = {}, 0

@@ -20,6 +20,7 @@ a count, a side) need only the full view.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -88,16 +89,23 @@ class Scene:
     noise_seed: int
 
     def render(self) -> Image.Image:
-        image = Image.new("RGB", (CANVAS, CANVAS), self.background)
-        draw = ImageDraw.Draw(image)
-        for t in self.things:
-            _draw_shape(draw, t)
-        pixels = np.asarray(image).copy()
-        for t in self.things:
-            x0, y0, x1, y1 = t.badge
-            pixels[y0:y1, x0:x1][line_mask(t.code, y1 - y0, PERIOD, t.phase)] = LINE_INK
-        noise = np.random.default_rng(self.noise_seed).integers(-6, 7, pixels.shape)
-        return Image.fromarray(np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8))
+        """The scene's picture (drawn once per scene: every chain of a question shares it)."""
+        return _rendered(self).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _rendered(scene: Scene) -> Image.Image:
+    image = Image.new("RGB", (CANVAS, CANVAS), scene.background)
+    draw = ImageDraw.Draw(image)
+    for t in scene.things:
+        _draw_shape(draw, t)
+    pixels = np.asarray(image).copy()
+    for t in scene.things:
+        x0, y0, x1, y1 = t.badge
+        pixels[y0:y1, x0:x1][line_mask(t.code, y1 - y0, PERIOD, t.phase)] = LINE_INK
+    noise = np.random.default_rng(scene.noise_seed).integers(-6, 7, pixels.shape, np.int16)
+    noise += pixels
+    return Image.fromarray(np.clip(noise, 0, 255, out=noise).astype(np.uint8))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from emulate.common.errors import EmulateError
-from emulate.vision.build import SIZES, load_world
+from emulate.vision.build import load_world, size_of
 from emulate.vision.evaluate import MODES, evaluate
 
 MEMBERS = ("direct", "tools")
@@ -41,9 +41,10 @@ def evaluate_member(world: Path, member: str, mode: str, n: int | None = None) -
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     manifest = load_world(world)
-    n = n if n is not None else SIZES[manifest["size"]].eval_questions
+    n = n if n is not None else size_of(manifest).eval_questions
     model = adapter(world / member)
-    return evaluate(model, manifest["seed"], n, mode, to_normalized=model.to_normalized)
+    return evaluate(model, manifest["seed"], n, mode, to_normalized=model.to_normalized,
+                    world=manifest.get("world", "tiles"))
 
 
 def table(rows: dict):

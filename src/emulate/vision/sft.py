@@ -50,6 +50,8 @@ class SFTOptions:
     member: str = "all"
     call_format: str = "auto"
     bf16: bool = False
+    log: bool = True  # the Trainer's progress bar and loss lines (a world build shows its own)
+    warmup: int = 0  # steps of linear warm-up (a model trained from random weights needs some)
 
     def check(self) -> None:
         if isinstance(self.max_steps, bool) or not 0 <= self.max_steps <= 10_000_000:
@@ -191,7 +193,7 @@ def label_runs(labels: torch.Tensor) -> list[tuple[int, int]]:
 
 def prepare(chains_dir: str | Path, adapter: Adapter, options: SFTOptions):
     """The member's chains rendered for the adapter; (examples, dropped reasons)."""
-    from emulate.vision.dataset import load_chains, member_rows
+    from emulate.vision.dataset import chains_world, load_chains, member_rows
 
     chains_dir = Path(chains_dir)
     if not (chains_dir / "dataset").is_dir():
@@ -201,7 +203,7 @@ def prepare(chains_dir: str | Path, adapter: Adapter, options: SFTOptions):
         )
     dataset = load_chains(chains_dir)
     examples, kept, dropped = [], [], Counter()
-    for index in member_rows(dataset, options.member, options.seed):
+    for index in member_rows(dataset, options.member, options.seed, chains_world(chains_dir)):
         row = dataset[index]
         example, why = render(row, adapter)
         if example is None:
@@ -222,11 +224,23 @@ def train_checkpoint(model: str | Path, chains: str | Path, out: str | Path,
                      options: SFTOptions = SFTOptions()) -> dict:
     """Fine-tune the checkpoint at ``model`` on the chains at ``chains``; save it at ``out``."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
     options.check()
     adapter = Adapter.load(model, call_format=options.call_format)
     examples, dropped = prepare(chains, adapter, options)
+    report = fit(adapter, Dataset.from_list(examples), out, options)
+    report.update(model=str(model), chains=str(chains), dropped=dict(dropped))
+    if report["main_process"]:
+        (Path(out) / TRAINED_WITH).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def fit(adapter: Adapter, examples, out: str | Path, options: SFTOptions) -> dict:
+    """Train the adapter's model on rendered ``examples`` (any map-style dataset of
+    ``render``'s output: generated on the fly for alignment) and save model and processor."""
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
     processor = adapter.processor
     template = training_template(processor)
     out = Path(out)
@@ -238,7 +252,7 @@ def train_checkpoint(model: str | Path, chains: str | Path, out: str | Path,
             per_device_train_batch_size=options.batch,
             learning_rate=options.lr,
             lr_scheduler_type="cosine",
-            warmup_steps=0,
+            warmup_steps=options.warmup,
             logging_steps=10,
             save_strategy="no",
             report_to=[],
@@ -250,23 +264,23 @@ def train_checkpoint(model: str | Path, chains: str | Path, out: str | Path,
             bf16=options.bf16,
             use_cpu=not torch.cuda.is_available(),
             dataloader_num_workers=0,
+            disable_tqdm=not options.log,
         )
         trainer = SFTTrainer(
             model=adapter.model,
             args=args,
-            train_dataset=Dataset.from_list(examples),
+            train_dataset=examples,
             data_collator=ChainCollator(processor, template),
             processing_class=processor,
         )
+        if not options.log:
+            trainer.remove_callback(PrinterCallback)
         result = trainer.train()
         trainer.save_model(str(out))
     report = {
-        "model": str(model),
-        "chains": str(chains),
         "call_format": adapter.call_format,
         "system_prompt": adapter.system is not None,
         "examples": len(examples),
-        "dropped": dict(dropped),
         "steps": result.global_step,
         "loss": result.training_loss,
         "masking": "generation markers" if template else "prefix lengths",
