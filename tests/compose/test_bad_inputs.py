@@ -1,6 +1,7 @@
 """Bad input a user meets in the first week answers a clear error, alike at the Python API and
 the command line: empty prompts, non-finite coefficients, a file or a folder without a
-tokenizer where a checkpoint belongs."""
+tokenizer where a checkpoint belongs; then a catalogue of the `generate`, `placement`, `world`,
+`eval` and `demo` commands' bad inputs, each refused by name with no traceback."""
 
 from __future__ import annotations
 
