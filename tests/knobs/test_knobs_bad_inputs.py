@@ -65,7 +65,8 @@ SWEEP = ["sweep", "--out", "{tmp}/s", "--world", "{tmp}/notaworld"]
 LATE = "the sweep checks this only after the whole λ and β sweep, when the ED audit starts"
 AUDIT = ["audit", "--base", "{m}", "--aligned", "{m}", "--out", "{tmp}/a"]
 EXACT = ["--prompts", "{tmp}/secret.jsonl", "--judge", "exact"]
-SECRET = [*AUDIT, *EXACT, "--samples", "1", "--max-new-tokens", "2"]
+SAMPLING = ["--samples", "1", "--max-new-tokens", "2", "--alphas", "1"]  # a short audit
+SECRET = [*AUDIT, *EXACT, *SAMPLING]
 OPENAI = ["--judge", "openai", "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "j"]
 
 CASES = [
@@ -109,8 +110,8 @@ CASES = [
     case([*AUDIT, "--prompts", "{tmp}/list.jsonl"],
          "list.jsonl:1: expected an object with a 'prompt' (text or chat messages)",
          id="audit-prompts-not-objects"),
-    case([*AUDIT, "--prompts", "{tmp}/emptyprompt.jsonl", *SECRET[9:]], "the prompt is empty",
-         "give some text", id="audit-empty-prompt"),
+    case([*AUDIT, "--prompts", "{tmp}/emptyprompt.jsonl", *EXACT[2:], *SAMPLING],
+         "the prompt is empty", "give some text", id="audit-empty-prompt"),
     # audit: judges
     case([*AUDIT, "--prompts", "{tmp}/plain.jsonl"],
          "Invalid value for --judge: the openai judge needs --judge-url and --judge-model",
@@ -125,7 +126,7 @@ CASES = [
     case([*AUDIT, "--prompts", "{tmp}/plain.jsonl", "--judge", "exact", "--samples", "1",
           "--max-new-tokens", "2"], "the exact judge needs each prompt's secret in a 'truth' "
          "field", "use --judge openai", id="audit-exact-judge-without-secrets"),
-    case([*AUDIT, "--prompts", "{tmp}/secret.jsonl", *OPENAI, *SECRET[-4:]],
+    case([*AUDIT, "--prompts", "{tmp}/secret.jsonl", *OPENAI, *SAMPLING],
          "the judge at http://127.0.0.1:9/v1/chat/completions cannot be reached",
          id="audit-judge-unreachable"),
     # audit: checkpoints and templates
@@ -150,12 +151,12 @@ CASES = [
     case([*SECRET, "--alphas", "-1"], "alpha must be >= 0, got -1", id="audit-alphas-negative"),
     case([*SECRET, "--alphas", "nan"], "parameters['alpha'] must be a finite number, got nan",
          id="audit-alphas-nan"),
-    case([*SECRET[:-4], "--samples", "0"],
+    case([*AUDIT, *EXACT, "--samples", "0"],
          "give at least one prompt and one sample per prompt", id="audit-samples-0"),
     case([*SECRET, "--temperature", "0"], "the audit samples (temperature > 0)",
          id="audit-temperature-0"),
     case([*SECRET, "--top-p", "2"], "top_p must be in (0, 1], got 2", id="audit-top-p"),
-    case([*SECRET[:-1], "0"], "max_new_tokens must be an integer >= 1, got 0",
+    case([*SECRET, "--max-new-tokens", "0"], "max_new_tokens must be an integer >= 1, got 0",
          id="audit-max-new-tokens-0"),
 ]
 
