@@ -114,3 +114,16 @@ def test_withheld_chains_guess_instead_of_derailing():
         assert why is None and trace.steps[0].error == WITHHELD
         answers.append(trace.answer)
     assert set(answers) <= set(CODES) and len(set(answers)) >= 3
+
+
+def test_chains_written_in_parts_equal_chains_written_at_once(tmp_path, monkeypatch):
+    from emulate.vision import dataset
+
+    whole = dataset.synthesize_dataset(1, 6, tmp_path / "whole", world="objects")
+    monkeypatch.setattr(dataset, "CHUNK_ROWS", 7)
+    parts = dataset.synthesize_dataset(1, 6, tmp_path / "parts", world="objects")
+    assert whole == parts
+    a, b = dataset.load_chains(tmp_path / "whole"), dataset.load_chains(tmp_path / "parts")
+    assert len(a) == len(b) > 14 and a["messages"] == b["messages"]
+    assert a["recipe"] == b["recipe"] and a[-1]["images"][0].tobytes() == b[-1]["images"][0].tobytes()
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["dataset", "stats.json"]

@@ -19,6 +19,7 @@ from emulate.vision.synthesis import conversation
 
 WORLDS = ("tiles", "objects")
 COLUMNS = ("images", "messages", "kind", "recipe", "question", "skip_turns")
+CHUNK_ROWS = 256  # rows held in memory before they are written out (pictures are large)
 
 
 VARIANTS = ("focus_area", "zoom_in", "reuse", "all")
@@ -53,7 +54,7 @@ def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None,
     """``n`` questions (half fine, half coarse) -> verified chains saved under ``out``."""
     questions, fine_recipes, synthesize, skip_turns = world_parts(world)
     out = Path(out)
-    rows = {k: [] for k in COLUMNS}
+    rows, parts = [], []
     generated, kept, rejected = Counter(), Counter(), Counter()
     n_fine = n // 2
     work = [("fine", q) for q in questions(seed, "train", n_fine, "fine")]
@@ -68,15 +69,15 @@ def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None,
                 rejected[f"{recipe}:{reason}"] += 1
                 continue
             kept[recipe] += 1
-            rows["images"].append([o.image for o in trace.observations])
-            rows["messages"].append(conversation(trace))
-            rows["kind"].append(kind)
-            rows["recipe"].append(recipe)
-            rows["question"].append(qid)
-            rows["skip_turns"].append(skip_turns(recipe))
+            rows.append({"images": [o.image for o in trace.observations],
+                         "messages": conversation(trace), "kind": kind, "recipe": recipe,
+                         "question": qid, "skip_turns": skip_turns(recipe)})
+        if len(rows) >= CHUNK_ROWS:
+            parts.append(save_rows(rows, out / f".part{len(parts)}"))
+            rows = []
         if progress:
             progress(qid + 1, len(work))
-    save_rows([dict(zip(rows, values, strict=True)) for values in zip(*rows.values())], out)
+    save_rows(rows, out, parts)
     reasons = Counter()
     for key, count in rejected.items():
         reasons[key.split(":")[1]] += count
@@ -96,9 +97,12 @@ def synthesize_dataset(seed: int, n: int, out: str | Path, progress=None,
     return stats
 
 
-def save_rows(rows: list[dict], out: str | Path) -> None:
-    """Chain rows (the columns above) saved as a dataset under ``out/dataset``."""
-    from datasets import Dataset, Features, Image, List, Value
+def save_rows(rows: list[dict], out: str | Path, parts: list[Path] = ()) -> Path:
+    """Chain rows (the columns above) saved as a dataset under ``out/dataset``, after the rows
+    of ``parts`` (folders this wrote before, removed once joined); returns ``out``."""
+    import shutil
+
+    from datasets import Dataset, Features, Image, List, Value, concatenate_datasets
 
     out = Path(out)
     columns = {k: [row[k] for row in rows] for k in COLUMNS}
@@ -113,7 +117,13 @@ def save_rows(rows: list[dict], out: str | Path) -> None:
             "skip_turns": List(Value("int64")),
         }
     )
-    Dataset.from_dict(columns, features=features).save_to_disk(str(out / "dataset"))
+    dataset = Dataset.from_dict(columns, features=features)
+    if parts:
+        dataset = concatenate_datasets([load_chains(p) for p in parts] + [dataset])
+    dataset.save_to_disk(str(out / "dataset"))
+    for part in parts:
+        shutil.rmtree(part)
+    return out
 
 
 def chains_world(directory: str | Path) -> str:

@@ -102,7 +102,7 @@ def score(traces: list[tuple[Trace, Question]]) -> dict:
     n = len(traces)
     return {
         "accuracy": right / n if n else 0.0,
-        "chance": 1 / len(traces[0][1].choices) if n else 0.0,
+        "chance": sum(1 / len(q.choices) for _, q in traces) / n if n else 0.0,
         "valid_calls": valid / attempts if attempts else None,
         "containment": inside / crops if crops else None,
         "calls_per_question": attempts / n if n else 0.0,
