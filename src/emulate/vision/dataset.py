@@ -106,6 +106,7 @@ def save_rows(rows: list[dict], out: str | Path, parts: list[Path] = ()) -> Path
 
     out = Path(out)
     columns = {k: [row[k] for row in rows] for k in COLUMNS}
+    columns["images"] = [[png(image) for image in images] for images in columns["images"]]
     part = {"type": Value("string"), "text": Value("string")}
     features = Features(
         {
@@ -124,6 +125,16 @@ def save_rows(rows: list[dict], out: str | Path, parts: list[Path] = ()) -> Path
     for part in parts:
         shutil.rmtree(part)
     return out
+
+
+def png(image) -> dict:
+    """A picture as lossless PNG bytes at zlib level 1: a third of the default level's time on
+    a noisy scene, a few percent larger."""
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return {"bytes": buffer.getvalue(), "path": None}
 
 
 def chains_world(directory: str | Path) -> str:

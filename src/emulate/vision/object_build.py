@@ -41,7 +41,7 @@ class ObjectSize:
 
 SIZES = {
     "micro": ObjectSize(SHAPES["micro"], 12, 6, 4, 2e-3, 16, 6),
-    "default": ObjectSize(SHAPES["small"], 2000, 300, 8, 1e-3, 400, 100),
+    "default": ObjectSize(SHAPES["small"], 2000, 300, 8, 1e-3, 300, 100),
 }
 
 
