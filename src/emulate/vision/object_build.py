@@ -139,12 +139,16 @@ def build(out: Path, size: str, seed: int, progress: bool) -> dict:
                 warmup=steps // 20 if name == "aligned" else 0,
                 member="direct" if name == "direct" else "all",
             )
+            def progress(step: int, loss: float, name: str = name) -> None:
+                bars.event(("step", name, step, loss))
+
             if name == "aligned":
                 adapter = Adapter.load(out / "base", call_format="grammar")
                 report = fit(adapter, alignment_examples(seed, steps * spec.batch, adapter),
-                             out / name, options)
+                             out / name, options, progress)
             else:
-                report = train_checkpoint(out / "aligned", out / "chains", out / name, options)
+                report = train_checkpoint(out / "aligned", out / "chains", out / name, options,
+                                          progress)
             bars.event(("step", name, steps, report["loss"]))
             losses[name] = report["loss"]
             timings[name] = round(time.time() - t0, 1)

@@ -120,14 +120,16 @@ def demo_rows(world: Path, n: int) -> dict:
     return rows
 
 
-def draw_demo_trace(world: Path, out: Path) -> Path:
-    """One held-out fine question answered by the tools member, drawn as a picture."""
+def draw_demo_trace(world: Path, out: Path, index: int = 0) -> Path:
+    """Held-out fine question ``index`` answered by the tools member, drawn as a picture."""
+    from emulate.vision.dataset import world_parts
     from emulate.vision.picture import draw_trace
     from emulate.vision.runtime import run
-    from emulate.vision.scenes import questions
 
     manifest = load_world(world)
-    scene, question = questions(manifest["seed"], "eval", 1, "fine")[0]
+    questions = world_parts(manifest.get("world", "tiles"))[0]
+    scene, question = questions(manifest["seed"], "eval", index + 1, "fine")[index]
     model = adapter(world / "tools")
-    trace = run(model, scene.render(), question.text, to_normalized=model.to_normalized)
-    return draw_trace(trace, question, out)
+    image = scene.render()
+    trace = run(model, image, question.text, to_normalized=model.to_normalized)
+    return draw_trace(trace, question, out, seen_title(model, image))

@@ -221,25 +221,32 @@ def prepare(chains_dir: str | Path, adapter: Adapter, options: SFTOptions):
 
 
 def train_checkpoint(model: str | Path, chains: str | Path, out: str | Path,
-                     options: SFTOptions = SFTOptions()) -> dict:
+                     options: SFTOptions = SFTOptions(), progress=None) -> dict:
     """Fine-tune the checkpoint at ``model`` on the chains at ``chains``; save it at ``out``."""
     from datasets import Dataset
 
     options.check()
     adapter = Adapter.load(model, call_format=options.call_format)
     examples, dropped = prepare(chains, adapter, options)
-    report = fit(adapter, Dataset.from_list(examples), out, options)
+    report = fit(adapter, Dataset.from_list(examples), out, options, progress)
     report.update(model=str(model), chains=str(chains), dropped=dict(dropped))
     if report["main_process"]:
         (Path(out) / TRAINED_WITH).write_text(json.dumps(report, indent=1))
     return report
 
 
-def fit(adapter: Adapter, examples, out: str | Path, options: SFTOptions) -> dict:
+def fit(adapter: Adapter, examples, out: str | Path, options: SFTOptions,
+        progress=None) -> dict:
     """Train the adapter's model on rendered ``examples`` (any map-style dataset of
-    ``render``'s output: generated on the fly for alignment) and save model and processor."""
-    from transformers import PrinterCallback
+    ``render``'s output: generated on the fly for alignment) and save model and processor.
+    ``progress(step, loss)`` hears every logged step (a world build's bars)."""
+    from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if progress is not None and logs and "loss" in logs:
+                progress(state.global_step, float(logs["loss"]))
 
     processor = adapter.processor
     template = training_template(processor)
@@ -272,6 +279,7 @@ def fit(adapter: Adapter, examples, out: str | Path, options: SFTOptions) -> dic
             train_dataset=examples,
             data_collator=ChainCollator(processor, template),
             processing_class=processor,
+            callbacks=[Progress()],
         )
         if not options.log:
             trainer.remove_callback(PrinterCallback)
