@@ -62,7 +62,6 @@ def case(args, *message, xfail=None, id=None):
 
 
 SWEEP = ["sweep", "--out", "{tmp}/s", "--world", "{tmp}/notaworld"]
-LATE = "the sweep checks this only after the whole λ and β sweep, when the ED audit starts"
 AUDIT = ["audit", "--base", "{m}", "--aligned", "{m}", "--out", "{tmp}/a"]
 EXACT = ["--prompts", "{tmp}/secret.jsonl", "--judge", "exact"]
 SAMPLING = ["--samples", "1", "--max-new-tokens", "2", "--alphas", "1"]  # a short audit
@@ -84,25 +83,25 @@ CASES = [
          id="sweep-lambdas-empty"),
     case([*SWEEP, "--betas", "x"], "Invalid value for --betas", id="sweep-betas-not-numbers"),
     case([*SWEEP, "--alphas", "1;2"], "Invalid value for --alphas", id="sweep-alphas-not-numbers"),
-    case([*SWEEP, "--alphas", "-1"], "--alphas", xfail=LATE, id="sweep-alphas-negative"),
-    case([*SWEEP, "--samples", "0"], "--samples", xfail=LATE, id="sweep-samples-0"),
-    case([*SWEEP, "--temperature", "0"], "--temperature", xfail=LATE, id="sweep-temperature-0"),
-    case([*SWEEP, "--limit", "0"], "--limit",
-         xfail="--limit 0 sweeps λ and β over no people, then fails at ED with 'give at least "
-         "one prompt'", id="sweep-limit-0"),
-    case([*SWEEP, "--limit", "-1"], "--limit",
-         xfail="--limit -1 is a Python slice: every group silently loses its last person",
+    case([*SWEEP, "--alphas", "-1"], "--alphas", "alpha must be >= 0, got -1",
+         id="sweep-alphas-negative"),
+    case([*SWEEP, "--alphas", "nan"], "Invalid value for --alphas", "must be a finite number",
+         id="sweep-alphas-nan"),
+    case([*SWEEP, "--samples", "0"], "Invalid value for --samples", id="sweep-samples-0"),
+    case([*SWEEP, "--temperature", "0"], "Invalid value for --temperature",
+         id="sweep-temperature-0"),
+    case([*SWEEP, "--limit", "0"], "Invalid value for --limit", "got 0", id="sweep-limit-0"),
+    case([*SWEEP, "--limit", "-1"], "Invalid value for --limit", "at least 1 person per group",
          id="sweep-limit-negative"),
-    case(["sweep", "--out", "{tmp}/text.txt", "--world", "{tmp}/notaworld"], "text.txt", "--out",
-         xfail="the sweep checks --out only when it writes, after the whole sweep",
-         id="sweep-out-is-a-file"),
+    case(["sweep", "--out", "{tmp}/text.txt", "--world", "{tmp}/notaworld"], "text.txt",
+         "is a file, not a folder; remove it or choose another --out", id="sweep-out-is-a-file"),
     # audit: where the prompts come from
     case(AUDIT, NO_WORLD, "default-seed0", BUILD, id="audit-no-default-world"),
     case([*AUDIT, "--world", "{tmp}/empty"], NO_WORLD, BUILD, id="audit-empty-world"),
-    case([*AUDIT, "--prompts", "{tmp}/gone.jsonl"], "gone.jsonl", "--prompts",
-         xfail="a missing --prompts file escapes as FileNotFoundError", id="audit-prompts-missing"),
-    case([*AUDIT, "--prompts", "{tmp}/empty"], "empty", "--prompts",
-         xfail="a folder as --prompts escapes as IsADirectoryError", id="audit-prompts-folder"),
+    case([*AUDIT, "--prompts", "{tmp}/gone.jsonl"], "Invalid value for --prompts", "gone.jsonl",
+         "no such file", id="audit-prompts-missing"),
+    case([*AUDIT, "--prompts", "{tmp}/empty"], "Invalid value for --prompts", "empty is a folder",
+         id="audit-prompts-folder"),
     case([*AUDIT, "--prompts", "{tmp}/bad.jsonl"], "bad.jsonl:1: not JSON (Expecting value)",
          id="audit-prompts-not-json"),
     case([*AUDIT, "--prompts", "{tmp}/none.jsonl"], "none.jsonl holds no prompts",
@@ -143,9 +142,8 @@ CASES = [
     case([*SECRET, "--device", "bogus"], "'bogus' is not a device; use 'cpu', 'cuda:N' or 'mps'",
          id="audit-device"),
     # audit: sampling settings
-    case([*SECRET[:5], "--out", "{tmp}/text.txt", *SECRET[7:]], "text.txt", "--out",
-         xfail="the audit samples and judges, then fails on a file as --out with "
-         "FileExistsError", id="audit-out-is-a-file"),
+    case([*SECRET[:5], "--out", "{tmp}/text.txt", *SECRET[7:]], "text.txt",
+         "is a file, not a folder; remove it or choose another --out", id="audit-out-is-a-file"),
     case([*SECRET, "--alphas", "x"], "Invalid value for --alphas: expected numbers",
          id="audit-alphas-not-numbers"),
     case([*SECRET, "--alphas", "-1"], "alpha must be >= 0, got -1", id="audit-alphas-negative"),
@@ -189,9 +187,6 @@ def _api_cases():
         settings = {"samples": 1, "max_new_tokens": 2, **settings}
         return lambda c, t: run_audit(c, records, ExactLeakJudge(), **settings)
 
-    def xfail(reason):
-        return [pytest.mark.xfail(strict=True, reason=reason)]
-
     return [
         pytest.param(audit(temperature=0.0), "the audit samples (temperature > 0)", id="greedy"),
         pytest.param(audit(samples=0), "one sample per prompt", id="samples-0"),
@@ -203,8 +198,10 @@ def _api_cases():
                      id="no-records"),
         pytest.param(lambda c, t: read_prompts(t / "bad.jsonl"), "bad.jsonl:1: not JSON",
                      id="read-not-json"),
-        pytest.param(lambda c, t: read_prompts(t / "gone.jsonl"), "gone.jsonl", id="read-missing",
-                     marks=xfail("read_prompts lets FileNotFoundError escape")),
+        pytest.param(lambda c, t: read_prompts(t / "gone.jsonl"), "gone.jsonl: no such file",
+                     id="read-missing"),
+        pytest.param(lambda c, t: read_prompts(t / "empty"), "is a folder, not a JSONL file",
+                     id="read-folder"),
         pytest.param(lambda c, t: load_template(t / "gone"), "cannot read the judge template",
                      id="template-missing"),
         pytest.param(lambda c, t: check_template("{prompt} only"), "must contain {response}",
@@ -220,4 +217,18 @@ def _api_cases():
 def test_the_python_api_refuses(call, message, composition, tmp):
     with pytest.raises(EmulateError) as raised:
         call(composition, tmp)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"samples": 0}, "one sample per prompt"),
+    ({"temperature": 0.0}, "the audit samples (temperature > 0)"),
+    ({"alphas": [-1.0]}, "alpha must be >= 0, got -1"),
+    ({"limit": -1}, "limit must be at least 1 person per group, got -1"),
+], ids=["samples-0", "greedy", "alpha-negative", "limit-negative"])
+def test_the_sweep_refuses_before_loading_the_family(settings, message, tmp, no_sweep):
+    from emulate.knobs.sweep import run_sweep
+
+    with pytest.raises(EmulateError) as raised:
+        run_sweep(tmp / "notaworld", **settings)
     assert message in str(raised.value)

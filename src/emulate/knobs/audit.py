@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from emulate.common.errors import GenerationParamsError
+from emulate.common.errors import ArgumentError, GenerationParamsError
 from emulate.compose.composition import Composition
 from emulate.knobs.judges import Item, Judge
 
@@ -42,8 +42,15 @@ def world_prompts(world_dir, groups=None) -> list[dict]:
 
 def read_prompts(path: str | Path) -> list[dict]:
     """Prompts from JSONL: one object per line with `prompt` (text or chat messages)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArgumentError(f"{path} is a folder, not a JSONL file of prompts; give the file "
+                            "itself, one {\"prompt\": ...} per line", "path")
+    if not path.is_file():
+        raise ArgumentError(f"{path}: no such file; give a JSONL file of prompts, one "
+                            "{\"prompt\": ...} per line", "path")
     records = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -79,10 +86,23 @@ def systems(alphas) -> list[dict]:
     ]
     for alpha in alphas:
         if alpha < 0:
-            raise GenerationParamsError(f"alpha must be >= 0, got {alpha:g}")
+            raise GenerationParamsError(f"alpha must be >= 0, got {alpha:g}", "alphas")
         out.append({"name": f"ED alpha={alpha:g}", "label": f"ED, alpha={alpha:g}",
                     "alpha": float(alpha), "request": {"parameters": {"alpha": float(alpha)}}})
     return out
+
+
+def check_sampling(alphas, samples: int, temperature: float) -> None:
+    """The audit's sampling settings, refused before any model samples; each error's
+    `argument` names the setting."""
+    if temperature <= 0:
+        raise GenerationParamsError(
+            "the audit samples (temperature > 0): greedy decoding hides the rare harms it "
+            "measures", "temperature")
+    if samples < 1:
+        raise GenerationParamsError("give at least one prompt and one sample per prompt",
+                                    "samples")
+    systems(alphas)
 
 
 def run_audit(composition: Composition, records: list[dict], judge: Judge,
@@ -95,11 +115,8 @@ def run_audit(composition: Composition, records: list[dict], judge: Judge,
     Rows share seeds across systems (common random numbers), so differences between systems
     are not sampling noise in the seeds. Returns the summary plus every response.
     """
-    if temperature <= 0:
-        raise GenerationParamsError(
-            "the audit samples (temperature > 0): greedy decoding hides the rare harms it measures"
-        )
-    if samples < 1 or not records:
+    check_sampling(alphas, samples, temperature)
+    if not records:
         raise GenerationParamsError("give at least one prompt and one sample per prompt")
     rows = [(record, j) for j in range(samples) for record in records]
     results, responses = [], []

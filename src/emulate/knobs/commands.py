@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emulate.common.cli import fail, quiet_transformers
-from emulate.common.errors import EmulateError
+from emulate.common.errors import ArgumentError, EmulateError
 
 console = Console(stderr=True)
 
@@ -50,6 +50,19 @@ def _quiet() -> None:
     quiet_transformers()
 
 
+def _check_out(out: Path) -> None:
+    """An --out that cannot become a folder is refused before the work, not after it."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file, not a folder; remove it or choose another "
+                                 "--out", param_hint="--out")
+
+
+def _option(error: ArgumentError) -> typer.BadParameter:
+    """A setting's error, named as the option that gave it."""
+    name = error.argument and f"--{error.argument.replace('_', '-')}"
+    return typer.BadParameter(str(error), param_hint=name)
+
+
 def sweep_command(
     out: Annotated[Path, typer.Option(help="Directory for sweep.json and the PNG plots.")],
     world: Annotated[Path | None, typer.Option(help="A built world (default: the cached "
@@ -69,12 +82,17 @@ def sweep_command(
     """Sweep λ (helpful↔harmless), β (fine-tuning strength) and α (emulated disalignment) on
     the toy world, small-scale and EFT up-scaled, with the world's exact metrics."""
     from emulate.knobs.plots import plot_beta, plot_ed, plot_frontier
-    from emulate.knobs.sweep import run_sweep
+    from emulate.knobs.sweep import check_sweep, run_sweep
 
     _quiet()
+    _check_out(out)
     world_dir = _world_dir(world)
     grid = {"lambdas": parse_floats(lambdas, "--lambdas"), "betas": parse_floats(betas, "--betas"),
             "alphas": parse_floats(alphas, "--alphas")}
+    try:
+        check_sweep(grid["alphas"], samples, temperature, limit)
+    except ArgumentError as error:
+        raise _option(error) from None
     try:
         with console.status("loading the family...") as status:
             result = run_sweep(world_dir, samples=samples, temperature=temperature, seed=seed,
@@ -180,11 +198,18 @@ def audit_command(
     dtype: str | None = None,
 ):
     """Audit a model release by emulated disalignment (help: AUDIT_HELP)."""
-    from emulate.knobs.audit import audit_composition, read_prompts, run_audit, world_prompts
+    from emulate.knobs.audit import (
+        audit_composition,
+        check_sampling,
+        read_prompts,
+        run_audit,
+        world_prompts,
+    )
     from emulate.knobs.judges import ExactLeakJudge, OpenAIJudge, load_template
     from emulate.knobs.plots import plot_audit
 
     _quiet()
+    _check_out(out)
     try:
         if prompts is None:
             world_dir = _world_dir(world)
@@ -192,7 +217,10 @@ def audit_command(
             source = f"the toy world's sensitive questions ({world_dir})"
         else:
             world_dir = world
-            records, source = read_prompts(prompts), str(prompts)
+            try:
+                records, source = read_prompts(prompts), str(prompts)
+            except EmulateError as error:
+                raise typer.BadParameter(str(error), param_hint="--prompts") from None
         base_path, aligned_path = (_member(m, world_dir) for m in (base, aligned))
         judge = judge or ("exact" if prompts is None else "openai")
         if judge == "exact":
@@ -205,11 +233,13 @@ def audit_command(
                                     api_key=os.environ.get(judge_api_key_env))
         else:
             raise typer.BadParameter("choose exact or openai", param_hint="--judge")
+        grid = parse_floats(alphas, "--alphas")
+        check_sampling(grid, samples, temperature)  # before the models load
         with console.status("loading the base and aligned models...") as status:
             composition = audit_composition(base_path, aligned_path, base_template,
                                             aligned_template, device=device, dtype=dtype)
             result = run_audit(
-                composition, records, the_judge, alphas=parse_floats(alphas, "--alphas"),
+                composition, records, the_judge, alphas=grid,
                 samples=samples, temperature=temperature, top_p=top_p,
                 max_new_tokens=max_new_tokens, seed=seed, stop=stop,
                 on_progress=lambda label: status.update(f"sampling and judging: {label}"),

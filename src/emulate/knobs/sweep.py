@@ -11,13 +11,16 @@ The frontier and beta grids decode greedily (exact, deterministic); ED samples, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+from emulate.common.errors import GenerationParamsError
 from emulate.compose.composition import Composition
 from emulate.compose.loading import LoadedModel, load_model
 from emulate.knobs.audit import (
     audit_composition,
     bar_problem,
+    check_sampling,
     meets_bar,
     run_audit,
     world_prompts,
@@ -69,6 +72,19 @@ def pooled(result: dict) -> dict:
     return out
 
 
+def check_sweep(alphas, samples: int, temperature: float, limit: int | None) -> None:
+    """Settings the ED audit at the sweep's end would refuse, refused before the frontier and
+    beta grids run; each error's `argument` names the setting."""
+    if limit is not None and limit < 1:
+        raise GenerationParamsError(f"limit must be at least 1 person per group, got {limit}; "
+                                    "leave it out to evaluate everyone", "limit")
+    for alpha in alphas:
+        if not math.isfinite(alpha):
+            raise GenerationParamsError(f"alpha must be a finite number >= 0, got {alpha}",
+                                        "alphas")
+    check_sampling(alphas, samples, temperature)
+
+
 def run_sweep(world_dir, lambdas=DEFAULT_LAMBDAS, betas=DEFAULT_BETAS, alphas=DEFAULT_ALPHAS,
               samples: int = 3, temperature: float = 0.7, seed: int = 0,
               limit: int | None = None, max_new_tokens: int = 32, family=None,
@@ -76,6 +92,7 @@ def run_sweep(world_dir, lambdas=DEFAULT_LAMBDAS, betas=DEFAULT_BETAS, alphas=DE
     """Evaluate the grid; returns {frontier, beta, ed, bar} (see `check_bar`)."""
     from emulate.world.evaluate import STOP, evaluate
 
+    check_sweep(alphas, samples, temperature, limit)
     say = on_progress or (lambda _: None)
     family = family or load_family(world_dir)
     chat_templates = chat(family)
