@@ -68,9 +68,8 @@ CASES = [
          "choose one of micro, default", id="build-unknown-size"),
     case(["build", "--size", "micro", "--out", "{tmp}/text.txt"],
          "is a file, not a build folder; remove it or choose another --out", id="build-out-file"),
-    case(["build", "--size", "micro", "--seed", "-1", "--out", "{tmp}/b"], "--seed -1",
-         xfail="a negative --seed escapes as numpy's ValueError 'expected non-negative integer'",
-         id="build-seed-negative"),
+    case(["build", "--size", "micro", "--seed", "-1", "--out", "{tmp}/b"],
+         "--seed -1 is negative; give a seed of 0 or more", id="build-seed-negative"),
     case(["run", "--world", "{tmp}/nowhere", "--json"], "nowhere", NO_WORLD, id="run-no-world"),
     case(["run", "--world", "{tmp}/empty", "--json"], "empty", NO_WORLD, id="run-empty-folder"),
     case(["run", "--world", "{tmp}/text.txt", "--json"], NO_WORLD, id="run-world-is-a-file"),
@@ -106,12 +105,12 @@ CASES = [
          id="real-mix-all-replay"),
     case([*REAL[:-1], "5"], "5 tasks asked for but the stream has only 2 concepts",
          "use --tasks 2 or fewer", id="real-too-many-tasks"),
-    case([*RUN, "--replay", "{tmp}/real"], "--replay",
-         xfail="with --world, --replay (a --data option) is silently ignored and the run trains",
-         id="run-world-with-replay"),
-    case([*RUN, "--model", "{world}/clip"], "--model",
-         xfail="with --world, --model (a --data option) is silently ignored and the run trains",
-         id="run-world-with-model"),
+    case([*RUN, "--replay", "{tmp}/real"], "--replay go with --data ROOT (real data) only",
+         "drop --replay, or give --data instead of --world", id="run-world-with-replay"),
+    case([*RUN, "--model", "{world}/clip"], "--model go with --data ROOT (real data) only",
+         "drop --model", id="run-world-with-model"),
+    case([*RUN, "--model", "{world}/clip", "--replay", "{tmp}/real"],
+         "--model and --replay go with --data", id="run-world-with-model-and-replay"),
     # methods, orderings, schedules, merge rules
     case([*RUN, "--method", "sgd"], "unknown method 'sgd'; choose one of finetune, lora",
          id="unknown-method"),
@@ -144,9 +143,8 @@ CASES = [
     case([*RUN, "--merge-weight", "nan"], "--merge-weight nan", WEIGHT, id="merge-weight-nan"),
     case([*RUN, "--method", "ema-merge", "--merge-weight", "7"], "--merge-weight 7.0", WEIGHT,
          id="merge-weight-7"),
-    case([*RUN, "--seed", "-1", "--tasks", "1", "--steps", "1"], "--seed -1",
-         xfail="a negative --seed escapes as numpy's ValueError 'expected non-negative integer'",
-         id="run-seed-negative"),
+    case([*RUN, "--seed", "-1", "--tasks", "1", "--steps", "1"],
+         "--seed -1 is negative; give a seed of 0 or more", id="run-seed-negative"),
     # mixtures
     case([*RUN, "--mix", "a,b,c"], "mixture 'a,b,c'", MIX, "e.g. --mix 0.34,0.33,0.33",
          id="mix-not-numbers"),
@@ -171,12 +169,15 @@ CASES = [
          id="seeds-repeated"),
     case([*COMPARE, "--seeds", ""], "--seeds '' is not distinct integers", id="seeds-empty"),
     case([*COMPARE, "--seeds", "1.5"], "--seeds '1.5'", id="seeds-fraction"),
-    case([*COMPARE, "--seeds", "-1,0", "--tasks", "1", "--steps", "1"], "-1",
-         xfail="a negative seed in --seeds escapes as numpy's ValueError", id="seeds-negative"),
+    case([*COMPARE, "--seeds", "-1,0", "--tasks", "1", "--steps", "1"], "--seed -1 is negative",
+         id="seeds-negative"),
+    case([*COMPARE, "--seed", "-2", "--tasks", "1", "--steps", "1"], "--seed -2 is negative",
+         id="compare-seed-negative"),
     case([*COMPARE, "--tasks", "0"], "--tasks must be at least 1", id="compare-tasks-0"),
-    case([*COMPARE[:-1], "{tmp}/text.txt", "--tasks", "1", "--steps", "1"], "text.txt", "--out",
-         xfail="compare trains every method, then fails on an --out that is a file with a "
-         "FileExistsError traceback", id="compare-out-is-a-file"),
+    case([*COMPARE[:-1], "{tmp}/text.txt", "--tasks", "1", "--steps", "1"], "text.txt",
+         "is a file, not a folder; remove it or choose another --out", id="compare-out-is-a-file"),
+    case([*COMPARE[:-1], "{tmp}/text.txt", "--seeds", "0,1", "--tasks", "1", "--steps", "1"],
+         "text.txt", "is a file, not a folder", id="compare-seeds-out-is-a-file"),
     # demo
     case(["demo", "--size", "huge", "--out", "{tmp}/demo"], "unknown world size 'huge'",
          id="demo-unknown-size"),
@@ -189,8 +190,12 @@ def test_the_command_line_refuses(args, message, continual_world, tmp, no_traini
     says(refused(["continual", *filled]), *message)
 
 
-@pytest.mark.xfail(strict=True, reason="demo builds (or loads) the world before it checks --tasks")
-def test_the_demo_refuses_its_arguments_before_building(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tasks", "0"], "--tasks must be at least 1"),
+    (["--seed", "-1"], "--seed -1 is negative"),
+    (["--out", "{tmp}/text.txt"], "is a file, not a folder; remove it or choose another --out"),
+], ids=["tasks-0", "seed-negative", "out-is-a-file"])
+def test_the_demo_refuses_its_arguments_before_building(args, message, tmp_path, monkeypatch):
     import emulate.continual.pretrain as pretrain
 
     def built(*args, **kwargs):
@@ -198,9 +203,10 @@ def test_the_demo_refuses_its_arguments_before_building(tmp_path, monkeypatch):
 
     monkeypatch.setenv("EMULATE_HOME", str(tmp_path))
     monkeypatch.setattr(pretrain, "build_world", built)
-    text = refused(["continual", "demo", "--size", "micro", "--tasks", "0",
-                    "--out", tmp_path / "demo"])
-    says(text, "--tasks must be at least 1")
+    (tmp_path / "text.txt").write_text("not a folder\n")
+    filled = [a.format(tmp=tmp_path) for a in args]
+    text = refused(["continual", "demo", "--size", "micro", "--out", tmp_path / "demo", *filled])
+    says(text, message)
 
 
 def _api_cases():

@@ -57,37 +57,31 @@ Budget = Annotated[
 ]
 
 
-def _config(
-    method,
-    ordering,
-    tasks,
-    mix,
-    schedule,
-    seed,
-    steps,
-    merge,
-    merge_weight,
-    budget=1.0,
-    fisher_samples=None,
-):
+def _config(method, ordering, tasks, mix, schedule, seed, steps, merge, merge_weight,
+            budget=1.0, fisher_samples=None):
     from emulate.continual.mixture import Mixture
-    from emulate.continual.stream import RunConfig
+    from emulate.continual.stream import RunConfig, RunConfigError
 
-    config = RunConfig(
-        method,
-        ordering,
-        tasks,
-        Mixture.parse(mix),
-        schedule,
-        seed,
-        steps,
-        merge_rule=merge,
-        merge_weight=merge_weight,
-        budget=budget,
-        fisher_samples=fisher_samples,
-    )
+    if tasks < 1:  # before a world is loaded, not when the stream is cut
+        raise RunConfigError(f"--tasks must be at least 1, got {tasks}")
+    _check_seed(seed)
+    config = RunConfig(method, ordering, tasks, Mixture.parse(mix), schedule, seed, steps,
+                       merge_rule=merge, merge_weight=merge_weight, budget=budget,
+                       fisher_samples=fisher_samples)
     config.check()
     return config
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise EmulateError(f"--seed {seed} is negative; give a seed of 0 or more")
+
+
+def _check_out(out: Path) -> None:
+    """An --out that cannot become a folder is refused before anything trains."""
+    if out.exists() and not out.is_dir():
+        raise EmulateError(f"--out {out} is a file, not a folder; remove it or choose another "
+                           "--out")
 
 
 @continual_app.command("build")
@@ -102,6 +96,7 @@ def build(
     quiet_transformers()
     started = time.time()
     try:
+        _check_seed(seed)
         path = build_world(out or default_world_dir(size, seed), size=size, seed=seed)
     except EmulateError as exc:
         fail(exc)
@@ -167,6 +162,13 @@ def run(
     try:
         config = _config(method, ordering, tasks, mix, schedule, seed, steps, merge,
                          merge_weight, budget, fisher_samples)
+        if world is not None and data is None:
+            given = [o for o, v in (("--model", model), ("--replay", replay)) if v is not None]
+            if given:
+                raise EmulateError(
+                    f"{' and '.join(given)} go with --data ROOT (real data) only; a --world "
+                    f"brings its own CLIP and replay pool: drop {' and '.join(given)}, or give "
+                    "--data instead of --world")
         if data is not None or world is None:
             result = run_files(world, data, model, replay, config)
         else:
@@ -234,6 +236,7 @@ def compare_methods(
     from emulate.continual.plots import matrix_plot, trajectory_plot
 
     configs = [_config(m, **options) for m in methods]
+    _check_out(out)
     results = dict(zip(methods, _run_all(world, configs, progress), strict=True))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -266,6 +269,7 @@ def compare_seeds(
 
     for s in seeds:  # every configuration checked before anything runs
         [_config(m, **options, seed=s) for m in methods]
+    _check_out(out)
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     for s in seeds:
         results = compare_methods(world, methods, out / f"seed{s}", progress, **options, seed=s)
@@ -366,21 +370,15 @@ def demo(
         "(knowledge accumulation, KA); concepts it knows well are never trained on again and "
         "measure zero-shot retention (ZS). Each method gets the same compute per task.\n"
     )
+    methods = ["finetune", "ema-merge", "zs-merge"]
+    options = dict(ordering="random", tasks=tasks, mix="0.3334,0.3333,0.3333",
+                   schedule="restart", seed=seed, steps=None, merge="interpolate",
+                   merge_weight=0.5)
     try:
+        [_config(m, **options) for m in methods]  # before the world is built
+        _check_out(out)
         path = build_world(default_world_dir(size, seed), size=size, seed=seed)
-        results = compare_methods(
-            path,
-            ["finetune", "ema-merge", "zs-merge"],
-            out,
-            ordering="random",
-            tasks=tasks,
-            mix="0.3334,0.3333,0.3333",
-            schedule="restart",
-            seed=seed,
-            steps=None,
-            merge="interpolate",
-            merge_weight=0.5,
-        )
+        results = compare_methods(path, methods, out, **options)
     except EmulateError as exc:
         fail(exc)
     console.print(results_table(results))
