@@ -53,9 +53,8 @@ def tmp(tmp_path):
     return tmp_path
 
 
-def case(args, *message, xfail=None, id=None):
-    marks = [pytest.mark.xfail(strict=True, reason=xfail)] if xfail else []
-    return pytest.param(args, message, marks=marks, id=id)
+def case(args, *message, id=None):
+    return pytest.param(args, message, id=id)
 
 
 ASK = ["ask", "What colour is the square?", "--image", "{tmp}/ok.png", "--world", "{world}"]
@@ -79,10 +78,9 @@ CASES = [
     # counts
     case(["synth", "--world", "{world}", "--n", "0"], "--n must be at least 1", id="synth-n-0"),
     case(["synth", "--world", "{world}", "--n", "1000000000", "--out", "{tmp}/c"], "--n",
-         "out of range", xfail="synth has no upper bound on --n: it starts a billion chains",
+         "out of range",
          id="synth-n-unbounded"),
     case(["build", "--size", "micro", "--seed", "-1", "--out", "{tmp}/b"], "--seed -1",
-         xfail="a negative --seed escapes as numpy's ValueError once synthesis has run",
          id="build-seed-negative"),
     case(["eval", "--world", "{world}", "--n", "-1"], "--n -1 is out of range",
          "give 1 to 100000 held-out questions per kind", id="eval-n-negative"),
@@ -91,7 +89,6 @@ CASES = [
          "give 1 to 100000 per kind", id="export-n-0"),
     case(["demo", "--world", "{world}", "--n", "0"], "--n 0 is out of range", id="demo-n-0"),
     case(["ablate", "--world", "{world}", "--n", "-1"], "--n -1 is out of range",
-         xfail="ablate trains its variants and reports 0% on n = 0 instead of refusing --n -1",
          id="ablate-n-negative"),
     # members, modes, formats
     case(["eval", "--world", "{world}", "--member", "bogus"], "unknown member 'bogus'",
@@ -167,23 +164,17 @@ CASES = [
     case([*TRAIN, "--lr", "-1"], "--lr -1.0 is out of range: give a rate in (0, 1)",
          id="train-lr-negative"),
     case([*TRAIN, "--lr", "nan"], "--lr nan is out of range", id="train-lr-nan"),
-    case([*TRAIN, "--seed", "-1"], "--seed -1",
-         xfail="a negative --seed escapes as ValueError 'Seed must be between 0 and 2**32 - 1' "
-         "from the trainer", id="train-seed-negative"),
+    case([*TRAIN, "--seed", "-1"], "--seed -1", id="train-seed-negative"),
     case([*TRAIN[:6], "{tmp}/text.txt", "--max-steps", "1"], "text.txt", "--out",
-         xfail="train trains, then fails to save into a file with a FileExistsError traceback",
          id="train-out-is-a-file"),
     case([*ASK, "--max-calls", "1", "--save", "{tmp}/text.txt"], "text.txt", "--save",
-         xfail="ask answers, then fails to save into a file with a FileExistsError traceback",
          id="ask-save-is-a-file"),
     case([*BENCH, "--traces", "{tmp}/empty"], "empty", "--traces",
-         xfail="bench runs every item, then fails on a folder as --traces with IsADirectoryError",
          id="bench-traces-is-a-folder"),
     case(["synth", "--world", "{world}", "--n", "2", "--out", "{tmp}/text.txt"], "text.txt",
-         "--out", xfail="synth synthesizes, then fails on a file as --out with "
-         "NotADirectoryError", id="synth-out-is-a-file"),
+         "--out", id="synth-out-is-a-file"),
     case(["export", "--world", "{world}", "--n", "1", "--out", "{tmp}/text.txt"], "text.txt",
-         "--out", xfail="export raises NotADirectoryError when --out is a file",
+         "--out",
          id="export-out-is-a-file"),
 ]
 

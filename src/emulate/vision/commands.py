@@ -32,6 +32,28 @@ WorldOption = Annotated[
 ]
 
 
+MAX_SYNTH_QUESTIONS = 1_000_000
+
+
+def _folder(path: Path, option: str) -> Path:
+    """An output folder: refused up front when a file is in its place (before any work)."""
+    if path.exists() and not path.is_dir():
+        raise EmulateError(f"{option} {path} is a file; give a folder (it is created if missing)")
+    return path
+
+
+def _file(path: Path, option: str) -> Path:
+    if path.is_dir():
+        raise EmulateError(f"{option} {path} is a folder; give a file path to write")
+    return path
+
+
+def _seed(seed: int) -> int:
+    if not 0 <= seed < 2**32:
+        raise EmulateError(f"--seed {seed} is out of range: give 0 to {2**32 - 1}")
+    return seed
+
+
 def _world(world: Path | None) -> Path:
     from emulate.vision.build import default_dir, load_world
 
@@ -57,6 +79,7 @@ def build(
     quiet_transformers()
     started = time.time()
     try:
+        _seed(seed)
         path = build_world(out, size=size, seed=seed, progress=True, workers=build_workers(),
                            world=kind)
     except EmulateError as exc:
@@ -83,6 +106,9 @@ def synth(
         world = _world(world)
         if n < 1:
             raise EmulateError("--n must be at least 1")
+        if n > MAX_SYNTH_QUESTIONS:
+            raise EmulateError(f"--n {n} is out of range: give 1 to {MAX_SYNTH_QUESTIONS}")
+        _folder(out, "--out")
         manifest = load_world(world)
     except EmulateError as exc:
         fail(exc)
@@ -126,6 +152,9 @@ def ablate(
     quiet_transformers()
     try:
         world = _world(world)
+        if n is not None and not 1 <= n <= MAX_SYNTH_QUESTIONS:
+            raise EmulateError(f"--n {n} is out of range: give 1 to {MAX_SYNTH_QUESTIONS} "
+                               "held-out questions per kind, or leave it out")
         result = ablation(world, n)
     except EmulateError as exc:
         fail(exc)
@@ -170,6 +199,7 @@ def ask(
     quiet_transformers()
     try:
         path = model if model is not None else _world(world) / "tools"
+        _folder(save, "--save")
         trace, files = answer_question(
             path, image, question, save, max_calls, max_turns, call_format, max_new_tokens
         )
@@ -225,6 +255,8 @@ def bench_command(
 
     quiet_transformers()
     try:
+        if traces is not None:
+            _file(traces, "--traces")
         result = bench_file(model, file, mode, max_calls, traces)
     except EmulateError as exc:
         fail(exc)
@@ -265,6 +297,8 @@ def train_command(
     quiet_transformers()
     options = SFTOptions(max_steps, batch, lr, seed, member, call_format, bf16)
     try:
+        _seed(seed)
+        _folder(out, "--out")
         report = train_checkpoint(model, data, out, options)
     except EmulateError as exc:
         fail(exc)
@@ -286,7 +320,7 @@ def export_command(
     from emulate.vision.export import export_world
 
     try:
-        path = export_world(_world(world), out, n)
+        path = export_world(_world(world), _folder(out, "--out"), n)
     except EmulateError as exc:
         fail(exc)
     typer.echo(str(path))
