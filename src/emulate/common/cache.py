@@ -92,15 +92,16 @@ def verified_manifest(out: str | Path, kind: str,
     listing every difference, with the command that rebuilds the folder.
     """
     out = Path(out)
+    what = "world" if kind == "world" else f"{kind} world"  # the toy world is kind "world"
     manifest = manifests.read(out)
     if manifest is None:
-        raise CacheError(f"{out} holds no built {kind} world (no readable {manifests.MANIFEST}); "
+        raise CacheError(f"{out} holds no built {what} (no readable {manifests.MANIFEST}); "
                          f"build it: `{rebuild_command(out, kind, None)}`")
     key, spec = expected(manifest) if expected else (None, None)
     found = manifests.problems(out, manifest, kind, key, spec)
     if found:
         listed = "\n".join(f"  - {problem}" for problem in found)
-        raise CacheError(f"{out} holds a {kind} world that cannot be used:\n{listed}\n"
+        raise CacheError(f"{out} holds a {what} that cannot be used:\n{listed}\n"
                          f"rebuild it: `{rebuild_command(out, kind, manifest)}`", found)
     return manifest
 

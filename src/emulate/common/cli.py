@@ -21,12 +21,16 @@ def fail(error: Exception) -> None:
 
 
 def parse_pairs(values: list[str], option: str) -> dict[str, str]:
-    """NAME=VALUE pairs from repeated options; a clear error for anything else."""
+    """NAME=VALUE pairs from repeated options, each NAME once; a clear error for anything
+    else."""
     pairs: dict[str, str] = {}
     for value in values:
         name, sep, rest = value.partition("=")
         if not sep or not name.strip() or not rest:
             raise typer.BadParameter(f"expected NAME=VALUE, got {value!r}", param_hint=option)
+        if name.strip() in pairs:  # the last would silently replace the first
+            raise typer.BadParameter(f"{name.strip()!r} is given twice; give each NAME once",
+                                     param_hint=option)
         pairs[name.strip()] = rest
     return pairs
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from emulate.common.cli import fail, parse_pairs, quiet_transformers
-from emulate.common.errors import EmulateError
+from emulate.common.errors import EmulateError, GenerationParamsError
 
 
 def generate_command(
@@ -58,6 +58,7 @@ def generate_command(
 ):
     """Complete PROMPTS by sampling from a formula over models."""
     from emulate.compose.composition import Composition
+    from emulate.compose.drafting import K_MAX, check_k
     from emulate.compose.placement import from_options
     from emulate.compose.sampling import plausibility_filter
 
@@ -67,6 +68,8 @@ def generate_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--param") from None
     try:
+        if k is not None:  # before any model loads
+            _check_k(k, check_k, K_MAX)
         filter_ = plausibility_filter(plausibility)
         default_device, default_dtype, placements = from_options({
             "device": device, "dtype": dtype, "device_map": device_map,
@@ -79,7 +82,8 @@ def generate_command(
         completions = composition.complete(
             prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
             top_k=top_k, min_p=min_p, seed=seed, stop=stop, plausibility=filter_,
-            speculative={"draft": draft, "k": k} if speculative or draft or k else None,
+            speculative={"draft": draft, "k": k}
+            if speculative or draft or k is not None else None,
         )
     except EmulateError as error:
         fail(error)
@@ -92,6 +96,16 @@ def generate_command(
             sys.stdout.write(json.dumps(record) + "\n")
         else:
             sys.stdout.write(completion.text + "\n")
+
+
+def _check_k(k: int, check_k, k_max: int) -> None:
+    """--k starts speculation at k draft tokens a round (>= 1); 0 is no way to switch it off
+    (adaptive rounds may reach k = 0 on their own), so it is refused with how to."""
+    try:
+        check_k(k, k_max)
+    except GenerationParamsError as exc:
+        raise GenerationParamsError(f"{exc} (--k); to decode without speculation, leave out "
+                                    "--k, --draft and --speculative", "k") from None
 
 
 def lm_eval_command(ctx: typer.Context):

@@ -46,8 +46,15 @@ def plan_device_map(config_path: str | Path, max_memory: dict, dtype="bfloat16",
     dtype = torch_dtype(dtype)
     budget = memory_budget(max_memory, "max_memory", check_devices=False)
     path = Path(config_path)
+    folder = path.parent if path.is_file() else path
+    if not path.exists():
+        raise PlacementError(f"{str(path)!r}: no such file or folder; give a model's config.json "
+                             "or the checkpoint folder that holds it")
+    if not (folder / "config.json").is_file():
+        raise PlacementError(f"{str(folder)!r} holds no config.json; give a model's config.json "
+                             "or the checkpoint folder that holds it")
     try:
-        config = AutoConfig.from_pretrained(path.parent if path.is_file() else path)
+        config = AutoConfig.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise PlacementError(f"cannot read a model config at {str(path)!r}: {exc}") from None
     with init_empty_weights():

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from emulate.common.cli import fail
 from emulate.common.errors import EmulateError
 
 # The world's sizes, named here so that `--help` needs no torch (family.SIZES has their shapes;
@@ -200,9 +201,23 @@ def demo_command(
 ) -> None:
     """Reproduce emulated fine-tuning's claims in miniature, on the toy world."""
     from emulate.world.evaluate import evaluate
-    from emulate.world.family import build_workers, build_world, default_world_dir
+    from emulate.world.family import (
+        WorldError,
+        build_workers,
+        build_world,
+        default_world_dir,
+        load_world,
+    )
 
     _quiet()
+    try:  # a bad --world or --size is refused before anything is printed, built or asked
+        if world is not None:
+            load_world(world)
+        elif size not in SIZE_NAMES:
+            raise WorldError(f"unknown world size {size!r}; choose one of "
+                             f"{', '.join(SIZE_NAMES)}")
+    except EmulateError as exc:
+        fail(exc)
     console = Console()
     console.rule("[bold]Emulated fine-tuning, in miniature")
     console.print(
@@ -215,13 +230,16 @@ def demo_command(
         "log-probabilities, to the large base at decoding time: no large model is fine-tuned.\n"
     )
     path = world or default_world_dir(size, seed)
-    if world is None:  # trains the family the first time (progress bars), then loads it
-        build_world(path, size=size, seed=seed, progress=True, workers=build_workers())
     results = {}
-    with console.status("") as status:
-        for label, formula, _ in DEMO_ROWS:
-            status.update(f"asking {label} every held-out question...")
-            results[label] = evaluate(formula, path, limit=limit, return_answers=True)
+    try:
+        if world is None:  # trains the family the first time (progress bars), then loads it
+            build_world(path, size=size, seed=seed, progress=True, workers=build_workers())
+        with console.status("") as status:
+            for label, formula, _ in DEMO_ROWS:
+                status.update(f"asking {label} every held-out question...")
+                results[label] = evaluate(formula, path, limit=limit, return_answers=True)
+    except EmulateError as exc:
+        fail(exc)
     table = Table(
         title="Held-out people (never seen in any question-answer text)",
         caption="factuality: right value; helpful: one answer in the assistant's style, then stops",
