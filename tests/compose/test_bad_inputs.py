@@ -152,7 +152,7 @@ CLI_CASES = [
     case(["placement", "{m}", "--max-memory", "0:10GiB", "--strategy", "bogus"],
          "strategy 'bogus' is not one of auto, balanced", id="placement-strategy"),
     case(["placement", "{tmp}/nowhere", "--max-memory", "0:10GiB"], "nowhere",
-         "no such file or folder; give a model's config.json", id="placement-missing-path"),
+         "no such file or folder, nor a model id in the hub cache", id="placement-missing-path"),
     case(["placement", "{tmp}/empty", "--max-memory", "0:10GiB"], "empty' holds no config.json",
          id="placement-folder-without-config"),
     case(["placement", "{tmp}/text.txt", "--max-memory", "0:10GiB"], "holds no config.json",

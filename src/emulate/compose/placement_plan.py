@@ -47,15 +47,16 @@ def plan_device_map(config_path: str | Path, max_memory: dict, dtype="bfloat16",
     budget = memory_budget(max_memory, "max_memory", check_devices=False)
     path = Path(config_path)
     folder = path.parent if path.is_file() else path
-    if not path.exists():
-        raise PlacementError(f"{str(path)!r}: no such file or folder; give a model's config.json "
-                             "or the checkpoint folder that holds it")
-    if not (folder / "config.json").is_file():
+    if path.exists() and not (folder / "config.json").is_file():
         raise PlacementError(f"{str(folder)!r} holds no config.json; give a model's config.json "
                              "or the checkpoint folder that holds it")
-    try:
-        config = AutoConfig.from_pretrained(folder)
+    try:  # a path that does not exist may still be a hub id in the local cache
+        config = AutoConfig.from_pretrained(folder if path.exists() else str(config_path))
     except (OSError, ValueError) as exc:
+        if not path.exists():
+            raise PlacementError(f"{str(path)!r}: no such file or folder, nor a model id in the "
+                                 "hub cache; give a model's config.json or the checkpoint folder "
+                                 "that holds it") from None
         raise PlacementError(f"cannot read a model config at {str(path)!r}: {exc}") from None
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
