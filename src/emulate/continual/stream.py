@@ -59,6 +59,8 @@ class RunConfig:
                 f"--steps {self.steps} buys no training; give at least 1 full fine-tuning step "
                 "per task, or leave --steps out for the world's default"
             )
+        if not 0 <= self.seed < 2**32:
+            raise RunConfigError(f"seed {self.seed} is out of range: give 0 to {2**32 - 1}")
         if not (math.isfinite(self.budget) and self.budget > 0):
             raise RunConfigError(
                 f"--budget {self.budget} is not a positive multiple of the default per-task "
