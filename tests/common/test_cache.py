@@ -161,7 +161,7 @@ def interrupt(process: subprocess.Popen) -> float:
     """Seconds from SIGINT to the process's exit."""
     sent = time.time()
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=30)
+    process.communicate(timeout=120)
     return time.time() - sent
 
 
@@ -170,7 +170,7 @@ def test_ctrl_c_during_a_build_leaves_no_temporary_folder_and_no_target(tmp_path
     build = start(out, "hang", tmp_path / "log")
     assert build.stdout.readline().strip() == "building"
     assert leftovers(tmp_path)
-    assert interrupt(build) < 10 and build.returncode != 0
+    assert interrupt(build) < 60 and build.returncode != 0  # the build sleeps 180 s: it was not waited for
     assert not out.exists() and leftovers(tmp_path) == []
 
 
@@ -179,7 +179,7 @@ def test_ctrl_c_stops_the_spawned_workers_at_once(tmp_path):
     build = start(out, "workers", log)
     wait_for(lambda: log.exists() and len(log.read_text().split()) == 2, 120)
     workers = [int(pid) for pid in log.read_text().split()]
-    assert interrupt(build) < 15  # the workers' jobs sleep 60 s: none was waited for
+    assert interrupt(build) < 60  # the workers' jobs sleep 180 s: none was waited for
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

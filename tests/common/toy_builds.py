@@ -17,12 +17,13 @@ from emulate.common.cache import cached_build
 from emulate.common.workers import run_jobs
 
 SPEC = {"files": 2, "bytes": 1 << 20}
+SLEEP_S = 180  # far longer than any interrupt test waits: an exit before it was not a wait
 
 
 def sleeper(log: str, report) -> None:
     with open(log, "a") as f:
         f.write(f"{os.getpid()}\n")
-    time.sleep(60)
+    time.sleep(SLEEP_S)
 
 
 def build(out: Path, mode: str, log: Path) -> Path:
@@ -35,7 +36,7 @@ def build(out: Path, mode: str, log: Path) -> Path:
                 time.sleep(0.1)
         if mode == "hang":
             print("building", flush=True)
-            time.sleep(60)
+            time.sleep(SLEEP_S)
         if mode == "workers":
             run_jobs({i: (sleeper, (str(log),)) for i in range(2)}, lambda e: None, workers=2)
         (folder / "sub").mkdir()
