@@ -65,6 +65,22 @@ def guess(indexes: list[NgramIndex], context: list[int], limit: int) -> list[int
     return []
 
 
+def candidates(indexes: list[NgramIndex], context: list[int]) -> list[list[int]]:
+    """The tokens that followed a match of the context's end in `indexes` (exact matches and
+    the free-slot matches of `guess`), grouped by match length, longest first: where the draft
+    is unsure of its next token, the texts may still say what comes."""
+    found: list[list[int]] = []
+    for n in range(max(index.n_max for index in indexes), 0, -1):
+        here = []
+        for index in indexes:
+            for tokens in (index.guess(context, n, 1), index.guess(context[:-1], n, 2)[1:]):
+                if tokens and tokens[0] not in here:
+                    here.append(tokens[0])
+        if here:
+            found.append(here)
+    return found
+
+
 class RowTexts:
     """What a batch's guesses draw on: each row's own text (prompt, then answer) and, if given,
     a history of earlier finished texts shared by a composition's decoders."""
@@ -82,6 +98,12 @@ class RowTexts:
         own = self.own[index]
         indexes = [own] if self.history is None else [own, self.history]
         return guess(indexes, own.tokens[-own.n_max :] + drafts, limit)
+
+    def candidates(self, index: int, drafts: list[int]) -> list[int]:
+        """`candidates` of row `index`'s texts after its drafts so far."""
+        own = self.own[index]
+        indexes = [own] if self.history is None else [own, self.history]
+        return candidates(indexes, own.tokens[-own.n_max :] + drafts)
 
     def remember(self, index: int, tokens: list[int], finished: bool) -> None:
         """Add a row's new tokens to its text; a finished row's text joins the history."""

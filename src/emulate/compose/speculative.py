@@ -180,8 +180,9 @@ class SpeculativeDecoder(Decoder):
         # The position after a row's block: p and q there; drafting from q and judging against
         # p draws from p, and every position's randomness depends on it alone.
         lacking = [r for r, (_, y) in enumerate(outcomes) if y is None and known[r] <= limits[r]]
-        if lacking:  # (only rows whose block is k wide; a row's guesses may have read it)
-            self._read(k, lacking, [[] for _ in rows], pending, drafts, logits, fed)
+        for width in sorted({limits[r] for r in lacking}):  # (a row's guesses may have read it)
+            self._read(width, [r for r in lacking if limits[r] == width], [[] for _ in rows],
+                       pending, drafts, logits, fed)
         for j in sorted({limits[r] for r, (_, y) in enumerate(outcomes) if y is None}):
             tokens, q, generators = self._propose(logits, j, params, done)
             best, probs = self._target(logits, j + 1, params, first=j)
@@ -235,15 +236,21 @@ class SpeculativeDecoder(Decoder):
         not draft is forgotten by that row alone, with the ones after it. A row stops where it
         drafted its end, or where the draft is unsure (its likeliest token below `stop`: a
         person's name or fact the draft never read), so the block ends there and that position
-        is judged as the round's last; drafting stops when every row has stopped.
+        is judged as the round's last; drafting stops when every row has stopped. A greedy row
+        that is unsure where its texts say what comes proposes that instead (`_lead`); past a
+        lead, a guess, it drafts on only as far as its forwards have already read.
         """
         n = len(self.rows)
         drafts, proposals = torch.zeros(n, k, dtype=torch.long), []
         known = [0 if pending is not None else 1] * n
         guessed: list[list[int]] = [[] for _ in range(n)]  # per row: read, not yet drafted
         limits = [k] * n  # a row's block ends before this position
+        led_before = [False] * n  # a row whose block holds a lead drafts on only as read
         while len(proposals) < k:
             j = len(proposals)
+            for r in range(n):
+                if led_before[r] and known[r] == j and limits[r] > j:
+                    limits[r] = j
             need = [r for r in range(n) if known[r] == j and limits[r] > j]
             if need:
                 guesses = self._guesses(drafts[:, :j], k - j, need)
@@ -254,15 +261,22 @@ class SpeculativeDecoder(Decoder):
                 self._read(j, need, guesses, pending, drafts, logits, fed)
                 for r in need:
                     known[r], guessed[r] = j + 1, guesses[r]
-            missed = [0] * n
+            missed, led = [0] * n, {}
             if self.stop > 0:
-                for r in self._unsure(logits, j, [r for r in range(n) if limits[r] > j]):
-                    limits[r], missed[r], guessed[r] = j, len(guessed[r]), []
+                unsure = self._unsure(logits, j, [r for r in range(n) if limits[r] > j])
+                for r, logq in unsure.items():
+                    lead = self._lead(r, drafts[r, :j].tolist(), logq, params[r])
+                    if lead is not None:
+                        led[r] = lead
+                    else:
+                        limits[r], missed[r], guessed[r] = j, len(guessed[r]), []
             if all(limit <= j for limit in limits):
                 if any(missed):
                     self._forget(missed, fed)
                 return drafts[:, :j], proposals, known, limits
             proposals.append(self._propose(logits, j, params, done))
+            for r, token in led.items():
+                proposals[-1][0][r], led_before[r] = token, True
             drafts[:, j] = proposals[-1][0]
             for r, token in enumerate(drafts[:, j].tolist()):
                 if limits[r] <= j:
@@ -279,14 +293,30 @@ class SpeculativeDecoder(Decoder):
                 return drafts[:, : j + 1], proposals, known, limits
         return drafts, proposals, known, limits
 
-    def _unsure(self, logits: dict, j: int, rows: list[int]) -> list[int]:
+    def _unsure(self, logits: dict, j: int, rows: list[int]) -> dict[int, torch.Tensor]:
         """Of `rows`, those whose draft puts less than `stop` on its likeliest token at block
-        position j (read at temperature 1, before any filter)."""
+        position j (read at temperature 1, before any filter), with the draft's log-probs."""
+        if not rows:
+            return {}
         weights = torch.tensor([list(self.draft_weights.values())])
         logq = compose_logprobs([logits[t][j][rows] for t in self.draft_terms],
                                 weights.expand(len(rows), -1).to(logits[self.draft_terms[0]][j]))
         top = logq.max(dim=-1).values.exp().cpu().tolist()
-        return [r for r, p in zip(rows, top, strict=True) if p < self.stop]
+        return {r: logq[i] for i, (r, p) in enumerate(zip(rows, top, strict=True))
+                if p < self.stop}
+
+    def _lead(self, r: int, drafts: list[int], logq: torch.Tensor, params) -> int | None:
+        """For a greedy row whose draft is unsure: the token its texts say comes next (after
+        the longest match; among equals, the one the draft finds likeliest), proposed in the
+        draft's place; None
+        where the texts say nothing (the row's block ends). Greedy output is p's argmax
+        whatever is proposed, so a lead changes no output, only how many tokens a round
+        keeps: a name the draft never read is copied from the question, a phrase from the
+        composition's earlier answers. Sampled rows keep the draft's own proposals."""
+        if not params.greedy or self.texts is None:
+            return None
+        found = self.texts.candidates(self.rows[r], drafts)
+        return max(found[0], key=lambda t: float(logq[t])) if found else None
 
     def _read(self, j: int, need: list[int], guesses, pending, drafts, logits, fed) -> None:
         """One draft forward: each row in `need` reads its token before block position j (the
