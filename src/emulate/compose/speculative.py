@@ -153,6 +153,8 @@ class SpeculativeDecoder(Decoder):
             for key in self.groups.keys() - self.deferred.keys():
                 for t in self.groups[key]:
                     logits[t].append(self.logits[t])
+        if k == 0 and pending is not None and not self.deferred:
+            return deltas + self._step_without_drafts(rows, params, pending, done, started)
         full = k
         drafts, proposals, known, limits = self._draft(k, pending, logits, fed, params, done)
         k = drafts.shape[1]  # fewer if every row drafted its end or stopped
@@ -220,6 +222,38 @@ class SpeculativeDecoder(Decoder):
             self.learned.record(len(rows), full, judged, passed, time.perf_counter() - started,
                                 drafted - started, tokens=judged / len(rows))
         self._first = False
+        self.rounds += 1
+        self._retire()
+        return deltas
+
+    def _step_without_drafts(self, rows, params, pending, done, started) -> list[Delta]:
+        """A round with k = 0 as a lockstep step: every model reads each row's lead, and the
+        position after it is drawn as every round's last position is (a draft proposal judged
+        against p, so sampled rows draw what a wider round would), with none of the block's
+        bookkeeping: nothing is rejected, so no cache keeps or packs anything."""
+        logits = {}
+        for key, terms in self.groups.items():
+            lead = torch.cat([pending[t] for t in terms])[:, None]
+            for t, block in zip(terms, self.batches[key].extend(lead).chunk(len(terms)),
+                                strict=True):
+                logits[t] = [block[:, -1]]
+        self.draft_forwards += 1
+        tokens, q, generators = self._propose(logits, 0, params, done)
+        best, probs = self._target(logits, 1, params)
+        deltas, passed = [], 0
+        for r, index in enumerate(rows):
+            y = verdict(params[r], int(tokens[r]), best[r, 0],
+                        None if probs[r] is None else probs[r][0], q[r], generators[r])
+            passed += y is None
+            deltas.append(self.accept(index, int(tokens[r]) if y is None else y))
+            if self.texts is not None:
+                self.texts.remember(index, deltas[-1].token_ids,
+                                    deltas[-1].finish_reason is not None)
+        for t in self.terms:
+            self.logits[t] = logits[t][0]
+        if self.adaptive:
+            self.learned.record(len(rows), 0, len(rows), passed,
+                                time.perf_counter() - started, 0.0, tokens=1.0)
         self.rounds += 1
         self._retire()
         return deltas
