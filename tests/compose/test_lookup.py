@@ -9,7 +9,7 @@ from speculative_setup import PROMPTS, assert_same, run, single_thread, upscaled
 from tiny_models import make_tokenizer
 
 from emulate import GenerationParamsError, SamplingParams
-from emulate.compose.lookup import NgramIndex, guess
+from emulate.compose.lookup import NgramIndex, candidates, guess
 from emulate.compose.speculative import SpeculativeDecoder
 
 
@@ -61,6 +61,15 @@ def test_a_new_token_in_a_slot_is_skipped_over():
     index = NgramIndex([1, 2, 3, 4, 8, 6])
     assert guess([index], [1, 2, 8], limit=2) == [4, 8]
     assert guess([index], [5, 8], limit=2) == [6]
+
+
+def test_candidates_are_every_next_token_grouped_longest_match_first():
+    own, history = NgramIndex([1, 2, 3, 9, 2, 6]), NgramIndex([7, 1, 2, 4, 5, 2, 8])
+    # "7 1 2" (history, 3 tokens) -> 4; "1 2" -> 3 (own) and 4 (history, already listed);
+    # "2" -> 6 (own's last "2"), a free slot after own's "1" -> 3, then history's 8 and 4.
+    assert candidates([own, history], [7, 1, 2]) == [[4], [3, 4], [6, 3, 8, 4]]
+    assert candidates([own, history], [0, 0, 5]) == [[2]]  # only history's "5"
+    assert candidates([own], [0, 0, 0]) == []
 
 
 def test_lookup_guesses_save_draft_forwards_and_change_nothing(upscaled, monkeypatch):

@@ -157,3 +157,17 @@ def test_drafts_that_stop_where_the_draft_is_unsure_keep_greedy_lockstep(stop):
     assert decoder.proposed < decoder.rounds * len(PROMPTS) * 4  # some blocks were cut
     if stop < 0.9:
         assert decoder.proposed > 0
+    if stop == 0.9:  # random drafts are unsure almost everywhere: greedy rows lead
+        assert decoder.leads > 0
+
+
+def test_sampled_rows_never_lead_with_their_texts():
+    """A lead is a proposal no draft drew; sampled rows keep the draft's own, so their output is
+    the same with lookup as without it."""
+    composition = upscaled_composition(make_tokenizer())
+    sampled = [SamplingParams(max_new_tokens=16, temperature=1.0, seed=s) for s in range(len(PROMPTS))]
+    spec = {"draft": HALFWAY, "k": 4, "adaptive": False, "stop": 0.9}
+    with_lookup, decoder = run(composition, PROMPTS, copy.deepcopy(sampled), spec)
+    without, _ = run(composition, PROMPTS, copy.deepcopy(sampled), {**spec, "lookup": False})
+    assert decoder.leads == 0
+    assert [c.token_ids for c in with_lookup] == [c.token_ids for c in without]

@@ -92,6 +92,7 @@ class SpeculativeDecoder(Decoder):
         own = self.prompt_ids[self.draft_terms[0]]
         self.texts = RowTexts(own, history) if lookup else None
         self.draft_forwards = 0
+        self.leads = 0  # tokens proposed from the texts where the draft was unsure
 
     def _defers(self, key: str) -> bool:
         """The verifying models read the prompts together with the first drafted block: one
@@ -302,6 +303,7 @@ class SpeculativeDecoder(Decoder):
                     lead = self._lead(r, drafts[r, :j].tolist(), logq, params[r])
                     if lead is not None:
                         led[r] = lead
+                        self.leads += 1
                     else:
                         limits[r], missed[r], guessed[r] = j, len(guessed[r]), []
             if all(limit <= j for limit in limits):
