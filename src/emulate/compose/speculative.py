@@ -239,14 +239,22 @@ class SpeculativeDecoder(Decoder):
                                 strict=True):
                 logits[t] = [block[:, -1]]
         self.draft_forwards += 1
-        tokens, q, generators = self._propose(logits, 0, params, done)
-        best, probs = self._target(logits, 1, params)
-        deltas, passed = [], 0
-        for r, index in enumerate(rows):
-            y = verdict(params[r], int(tokens[r]), best[r, 0],
-                        None if probs[r] is None else probs[r][0], q[r], generators[r])
-            passed += y is None
-            deltas.append(self.accept(index, int(tokens[r]) if y is None else y))
+        if all(p.greedy for p in params):  # p's argmax; the draft's only says what passed
+            chosen = self._target(logits, 1, params)[0][:, 0].tolist()
+            drafted = self._propose(logits, 0, params, done)[0].tolist()
+            passed = sum(d == c for d, c in zip(drafted, chosen, strict=True))
+        else:
+            tokens, q, generators = self._propose(logits, 0, params, done)
+            best, probs = self._target(logits, 1, params)
+            chosen, passed = [], 0
+            for r in range(len(rows)):
+                y = verdict(params[r], int(tokens[r]), best[r, 0],
+                            None if probs[r] is None else probs[r][0], q[r], generators[r])
+                passed += y is None
+                chosen.append(int(tokens[r]) if y is None else y)
+        deltas = []
+        for index, token in zip(rows, chosen, strict=True):
+            deltas.append(self.accept(index, token))
             if self.texts is not None:
                 self.texts.remember(index, deltas[-1].token_ids,
                                     deltas[-1].finish_reason is not None)
