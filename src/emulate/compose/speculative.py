@@ -342,9 +342,12 @@ class SpeculativeDecoder(Decoder):
         position j (read at temperature 1, before any filter), with the draft's log-probs."""
         if not rows:
             return {}
-        weights = torch.tensor([list(self.draft_weights.values())])
-        logq = compose_logprobs([logits[t][j][rows] for t in self.draft_terms],
-                                weights.expand(len(rows), -1).to(logits[self.draft_terms[0]][j]))
+        if list(self.draft_weights.values()) == [1]:  # one term as it is: its own softmax
+            logq = torch.log_softmax(logits[self.draft_terms[0]][j][rows].float(), dim=-1)
+        else:
+            weights = torch.tensor([list(self.draft_weights.values())])
+            weights = weights.expand(len(rows), -1).to(logits[self.draft_terms[0]][j])
+            logq = compose_logprobs([logits[t][j][rows] for t in self.draft_terms], weights)
         top = logq.max(dim=-1).values.exp().cpu().tolist()
         return {r: logq[i] for i, (r, p) in enumerate(zip(rows, top, strict=True))
                 if p < self.stop}
