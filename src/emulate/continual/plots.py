@@ -49,19 +49,22 @@ def matrix_plot(results: dict[str, dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     named = {n: r["matrix"] for n, r in results.items() if r.get("matrix")}
-    fig, axes = plt.subplots(1, max(1, len(named)), figsize=(3.2 * max(1, len(named)), 3.4))
+    # constrained layout keeps each panel's labels off its neighbours and the colour bar
+    fig, axes = plt.subplots(1, max(1, len(named)), figsize=(2.6 * max(1, len(named)) + 1, 3.2),
+                             layout="constrained", sharey=True)
     axes = list(getattr(axes, "flat", [axes]))
     image = None
-    for ax, (name, matrix) in zip(axes, named.items(), strict=False):
+    for i, (ax, (name, matrix)) in enumerate(zip(axes, named.items(), strict=False)):
         image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("task j (its concepts)", fontsize=8)
-        ax.set_ylabel("after task i", fontsize=8)
+        if i == 0:
+            ax.set_ylabel("after task i", fontsize=8)
         ticks = range(len(matrix))
         ax.set_xticks(ticks, [str(t + 1) for t in ticks], fontsize=7)
         ax.set_yticks(ticks, [str(t + 1) for t in ticks], fontsize=7)
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.8, label="accuracy")
+        fig.colorbar(image, ax=axes, shrink=0.8, pad=0.01, label="accuracy")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
