@@ -60,7 +60,8 @@ def setup(name: str, world: str | None, natural_ends: bool = False, workload: st
             questions = groups[workload][::7]
         elif workload == "mix":  # half and half, alternating
             questions = [q for pair in zip(groups["small_known"][3::14],
-                                           groups["large_only"][::14]) for q in pair]
+                                           groups["large_only"][::14], strict=False)
+                         for q in pair]
         else:
             questions = [q for g in groups.values() for q in g][::7]
         models = {m: str(info.members[m]) for m in ("large_base", "small_helpful", "small_base")}

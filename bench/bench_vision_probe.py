@@ -18,8 +18,8 @@ with a nonlinearity (it can square away the lines' random phase, which a linear 
 from __future__ import annotations
 
 import argparse
-import warnings
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -119,9 +119,8 @@ def main() -> None:
             for size in ("small", "large", "all"):
                 if what != "code" and size != "all":
                     continue
-                pick = (lambda d: d["size"] == size) if size != "all" else (
-                    lambda d: np.ones(len(d["size"]), bool))
-                a, b = pick(train), pick(test)
+                a, b = ((d["size"] == size) if size != "all" else np.ones(len(d["size"]), bool)
+                        for d in (train, test))
                 lin = linear_probe(train[view][a], train[what][a], test[view][b], test[what][b])
                 conv = conv_probe(train[view][a], train[what][a], test[view][b], test[what][b],
                                   classes, seed, args.epochs)

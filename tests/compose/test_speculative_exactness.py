@@ -165,7 +165,8 @@ def test_sampled_rows_never_lead_with_their_texts():
     """A lead is a proposal no draft drew; sampled rows keep the draft's own, so their output is
     the same with lookup as without it."""
     composition = upscaled_composition(make_tokenizer())
-    sampled = [SamplingParams(max_new_tokens=16, temperature=1.0, seed=s) for s in range(len(PROMPTS))]
+    sampled = [SamplingParams(max_new_tokens=16, temperature=1.0, seed=s)
+               for s in range(len(PROMPTS))]
     spec = {"draft": HALFWAY, "k": 4, "adaptive": False, "stop": 0.9}
     with_lookup, decoder = run(composition, PROMPTS, copy.deepcopy(sampled), spec)
     without, _ = run(composition, PROMPTS, copy.deepcopy(sampled), {**spec, "lookup": False})

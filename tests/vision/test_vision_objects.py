@@ -70,7 +70,8 @@ def test_questions_name_looks_never_places_and_their_answers_hold():
 def test_splits_draw_different_scenes():
     train = [s for s, _ in questions(0, "train", 5, "fine")]
     held_out = [s for s, _ in questions(0, "eval", 5, "fine")]
-    assert not {t.box for s in train for t in s.things} & {t.box for s in held_out for t in s.things}
+    boxes = [{t.box for s in split for t in s.things} for split in (train, held_out)]
+    assert not boxes[0] & boxes[1]
 
 
 @pytest.mark.parametrize("recipe", object_chains.FINE_RECIPES)
@@ -125,5 +126,6 @@ def test_chains_written_in_parts_equal_chains_written_at_once(tmp_path, monkeypa
     assert whole == parts
     a, b = dataset.load_chains(tmp_path / "whole"), dataset.load_chains(tmp_path / "parts")
     assert len(a) == len(b) > 14 and a["messages"] == b["messages"]
-    assert a["recipe"] == b["recipe"] and a[-1]["images"][0].tobytes() == b[-1]["images"][0].tobytes()
+    assert a["recipe"] == b["recipe"]
+    assert a[-1]["images"][0].tobytes() == b[-1]["images"][0].tobytes()
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["dataset", "stats.json"]

@@ -1,14 +1,14 @@
 """What speculative decoding is asked to do, checked before anything decodes.
 
 `speculative=True` or `{"draft": TERM or FORMULA, "k": K, "adaptive": bool, "k_max": N,
-"lean": ..., "lookup": True | "own" | False, "stop": P}`. The same checks serve the decoder, the server's
-requests (before they join a batch) and its config file (before any model is loaded). The
-default draft is the smallest positive-weight term that the largest model does not run: in EFT
-up-scaling, the small tuned model. A k given is at least 1; with `adaptive` (the default) it is
-only where rounds start: adaptive_k.py picks the number of drafts per round from what earlier
-rounds measured, 0 (a lockstep step) where drafting does not pay at that many rows. A row's
-block ends where the draft puts less than `stop` on its likeliest token (0: never): where it
-meets a fact it never read, a draft is unsure, and drafting on would be wasted.
+"lean": ..., "lookup": True | "own" | False, "stop": P}`. The same checks serve the decoder,
+the server's requests (before they join a batch) and its config file (before any model is
+loaded). The default draft is the smallest positive-weight term that the largest model does
+not run: in EFT up-scaling, the small tuned model. A k given is at least 1; with `adaptive` (the
+default) it is only where rounds start: adaptive_k.py picks the number of drafts per round from
+what earlier rounds measured, 0 (a lockstep step) where drafting does not pay at that many rows.
+A row's block ends where the draft puts less than `stop` on its likeliest token (0: never):
+where it meets a fact it never read, a draft is unsure, and drafting on would be wasted.
 """
 
 from __future__ import annotations

@@ -200,15 +200,7 @@ class SpeculativeDecoder(BlockDrafting, Decoder):
         for r, (n, y) in enumerate(outcomes):
             self.proposed += limits[r]
             self.accepted += n
-            row_deltas = []
-            for token in drafts[r, :n].tolist() + [y]:
-                row_deltas.append(self.accept(rows[r], token))
-                if self.finish_reasons[rows[r]] is not None:
-                    break
-            deltas.append(merged(row_deltas))
-            if self.texts is not None:
-                self.texts.remember(rows[r], deltas[-1].token_ids,
-                                    deltas[-1].finish_reason is not None)
+            deltas.append(self._take(rows[r], drafts[r, :n].tolist() + [y]))
         kept = torch.tensor([n for n, _ in outcomes]) + (pending is not None)
         for key, terms in self.groups.items():
             self.batches[key].keep_first(fed[key], kept.repeat(len(terms)))
@@ -253,12 +245,7 @@ class SpeculativeDecoder(BlockDrafting, Decoder):
                             None if probs[r] is None else probs[r][0], q[r], generators[r])
                 passed += y is None
                 chosen.append(int(tokens[r]) if y is None else y)
-        deltas = []
-        for index, token in zip(rows, chosen, strict=True):
-            deltas.append(self.accept(index, token))
-            if self.texts is not None:
-                self.texts.remember(index, deltas[-1].token_ids,
-                                    deltas[-1].finish_reason is not None)
+        deltas = [self._take(index, [token]) for index, token in zip(rows, chosen, strict=True)]
         for t in self.terms:
             self.logits[t] = logits[t][0]
         if self.adaptive:
@@ -267,6 +254,18 @@ class SpeculativeDecoder(BlockDrafting, Decoder):
         self.rounds += 1
         self._retire()
         return deltas
+
+    def _take(self, index: int, tokens: list[int]) -> Delta:
+        """Accept a row's tokens of this round up to its end; the lookup remembers them."""
+        row_deltas = []
+        for token in tokens:
+            row_deltas.append(self.accept(index, token))
+            if self.finish_reasons[index] is not None:
+                break
+        delta = merged(row_deltas)
+        if self.texts is not None:
+            self.texts.remember(index, delta.token_ids, delta.finish_reason is not None)
+        return delta
 
     def _leads(self, rows: list[int]) -> dict[str, torch.Tensor]:
         """Per term, the token each row's block starts with: the row's last accepted token."""

@@ -114,9 +114,9 @@ def corpus() -> list[str]:
 
 def build(out: Path, size: str, seed: int, progress: bool) -> dict:
     """Write every stage into ``out``; the manifest's extras."""
+    from emulate.vision.adapters import Adapter
     from emulate.vision.dataset import synthesize_dataset
     from emulate.vision.qwen_family import build_checkpoint
-    from emulate.vision.adapters import Adapter
     from emulate.vision.sft import SFTOptions, fit, train_checkpoint
 
     spec = SIZES[size]

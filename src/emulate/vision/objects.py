@@ -167,8 +167,8 @@ def make_scene(rng: random.Random, n_things: tuple[int, int] = (4, 7), close: fl
     looks = rng.sample(all_looks, n)
     sharing = [lk for lk in all_looks if lk != looks[0] and lk not in looks
                and sum(a == b for a, b in zip(lk, looks[0], strict=True)) == 2]
-    if len(looks) > 1 and sharing and not any(sum(a == b for a, b in zip(lk, looks[0], strict=True)) == 2
-                           for lk in looks[1:]):
+    shared = [sum(a == b for a, b in zip(lk, looks[0], strict=True)) for lk in looks[1:]]
+    if len(looks) > 1 and sharing and 2 not in shared:
         looks[1] = rng.choice(sharing)
     things, boxes = [], []
     for i, lk in enumerate(looks):
