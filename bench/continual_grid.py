@@ -125,10 +125,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown studies {sorted(unknown)}; choose from {sorted(studies())}")
     if not args.report:
-        todo = {}
+        todo = {}  # study by study, each seed's cells together
         for study in picked:
-            for fields in studies()[study].values():
-                for s in seeds:
+            for s in seeds:
+                for fields in studies()[study].values():
                     path = cell_path(args.out, fields, s)
                     if not path.exists():
                         todo[path] = (str(args.worlds / f"s{s}"), s, fields, str(path))
@@ -137,6 +137,9 @@ def main() -> None:
         with ProcessPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(run_cell, *t) for t in todo]
             for i, f in enumerate(as_completed(futures), 1):
+                if f.exception() is not None:  # the others still run; a rerun retries it
+                    print(f"[{i}/{len(todo)}] failed: {f.exception()!r}", flush=True)
+                    continue
                 path, cpu = f.result()
                 print(f"[{i}/{len(todo)}] {path} ({cpu:.0f} cpu s)", flush=True)
     report(args.out, picked, seeds)

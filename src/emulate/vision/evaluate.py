@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from emulate.vision import chains
 from emulate.vision.runtime import Trace, run
-from emulate.vision.scenes import Question
+from emulate.vision.scenes import Question, Tile
 from emulate.vision.tools import SCALE, ToolCall, contains
 
 MODES = ("own", "withheld", "random", "oracle")
@@ -35,7 +35,7 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 def oracle_box(target) -> list[int]:
     """The box the oracle puts a call on: the tile's cell, or an object's tight extent."""
-    if hasattr(target, "row"):
+    if isinstance(target, Tile):
         return chains.cell_box(target.row, target.col)
     from emulate.vision.object_chains import box_of
 

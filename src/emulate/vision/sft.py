@@ -228,17 +228,15 @@ def train_checkpoint(model: str | Path, chains: str | Path, out: str | Path,
     options.check()
     adapter = Adapter.load(model, call_format=options.call_format)
     examples, dropped = prepare(chains, adapter, options)
-    report = fit(adapter, Dataset.from_list(examples), out, options, progress)
-    report.update(model=str(model), chains=str(chains), dropped=dict(dropped))
-    if report["main_process"]:
-        (Path(out) / TRAINED_WITH).write_text(json.dumps(report, indent=1))
-    return report
+    return fit(adapter, Dataset.from_list(examples), out, options, progress,
+               {"model": str(model), "chains": str(chains), "dropped": dict(dropped)})
 
 
 def fit(adapter: Adapter, examples, out: str | Path, options: SFTOptions,
-        progress=None) -> dict:
+        progress=None, provenance: dict | None = None) -> dict:
     """Train the adapter's model on rendered ``examples`` (any map-style dataset of
-    ``render``'s output: generated on the fly for alignment) and save model and processor.
+    ``render``'s output: generated on the fly for alignment) and save model and processor,
+    with the report (and ``provenance``: where the model and data came from) beside them.
     ``progress(step, loss)`` hears every logged step (a world build's bars)."""
     from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -295,6 +293,7 @@ def fit(adapter: Adapter, examples, out: str | Path, options: SFTOptions,
         "options": asdict(options),
         "processes": trainer.args.world_size,
         "main_process": trainer.is_world_process_zero(),
+        **(provenance or {}),
     }
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(out))
