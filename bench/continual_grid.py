@@ -77,37 +77,76 @@ def cell_path(out: Path, fields: dict, seed: int) -> Path:
     return out / "runs" / (name or "default") / f"seed{seed}.json"
 
 
+# Per study: the field it varies and the cell every other is compared with (same other fields)
+REFERENCE = {"budget": ("method", "finetune"), "merge": ("merge_rule", "interpolate"),
+             "schedule": ("schedule", "restart"), "ordering": ("ordering", "random")}
+
+
+def cell_runs(out: Path, study: str, seeds: list[int]) -> dict[str, tuple[dict, list[dict]]]:
+    """Per cell of ``study`` that ran at every seed: its fields and its runs in seed order."""
+    runs = {}
+    for cell, fields in studies()[study].items():
+        paths = [cell_path(out, fields, s) for s in seeds]
+        if all(p.exists() for p in paths):
+            runs[cell] = fields, [json.loads(p.read_text()) for p in paths]
+    return runs
+
+
+def interval(values: list[float]) -> str:
+    from emulate.continual.intervals import t_interval
+
+    i = t_interval(values)
+    return f"{i['mean']:+.3f} [{i['low']:+.3f}, {i['high']:+.3f}]"
+
+
+def paired(runs: dict, study: str) -> list[str]:
+    """Markdown rows: each cell minus its reference at the same seed (final KA, ZS, GM), as a
+    mean and 95% interval of the per-seed differences, with whether the interval excludes 0;
+    and its per-task MAFs relative to the reference's (equal compute)."""
+    key, value = REFERENCE[study]
+    lines = ["| cell − reference | Δ final ka | Δ final zs | Δ final gm | MAFs / reference's |",
+             "|---|---:|---:|---:|---:|"]
+    for cell, (fields, results) in runs.items():
+        if fields[key] == value:
+            continue
+        wanted = {**fields, key: value}
+        ref = next((c for c, (f, _) in runs.items() if f == wanted), None)
+        if ref is None:
+            continue
+        cells = []
+        for metric in ("ka", "zs", "gm"):
+            diffs = [a["final"][metric] - b["final"][metric]
+                     for a, b in zip(results, runs[ref][1], strict=True)]
+            text = interval(diffs)
+            low, high = (float(x) for x in text.split("[")[1].rstrip("]").split(", "))
+            cells.append(text + (" *" if low > 0 or high < 0 else ""))
+        mafs = [a["mafs_per_task"] / b["mafs_per_task"]
+                for a, b in zip(results, runs[ref][1], strict=True)]
+        lines.append(f"| {cell} − {ref} | " + " | ".join(cells)
+                     + f" | {min(mafs):.3f}–{max(mafs):.3f} |")
+    return lines
+
+
 def report(out: Path, picked: list[str], seeds: list[int]) -> None:
-    from emulate.continual.intervals import separated, summarize_seeds
+    from emulate.continual.intervals import summarize_seeds
 
     for study in picked:
-        runs = {}
-        for cell, fields in studies()[study].items():
-            paths = [cell_path(out, fields, s) for s in seeds]
-            if all(p.exists() for p in paths):
-                runs[cell] = [json.loads(p.read_text()) for p in paths]
+        runs = cell_runs(out, study, seeds)
         if not runs:
             continue
-        summary = summarize_seeds(runs)
+        summary = summarize_seeds({c: r for c, (_, r) in runs.items()})
         print(f"\n### {study} (seeds {','.join(map(str, seeds))}; mean [95% interval])\n")
         print("| cell | final ka | final zs | final gm | forgetting | steps/task | cpu s/run |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for cell, s in summary.items():
             vals = [f"{s[k]['mean']:.3f} [{s[k]['low']:.3f}, {s[k]['high']:.3f}]"
                     for k in (*FINAL, "forgetting")]
-            steps = "/".join(map(str, sorted({r["steps_per_task"] for r in runs[cell]})))
-            cpu = sum(r.get("cpu_s", 0) for r in runs[cell]) / len(runs[cell])
+            results = runs[cell][1]
+            steps = "/".join(map(str, sorted({r["steps_per_task"] for r in results})))
+            cpu = sum(r.get("cpu_s", 0) for r in results) / len(results)
             print(f"| {cell} | " + " | ".join(vals) + f" | {steps} | {cpu:.0f} |")
-        lines = []
-        for a, b in itertools.combinations(summary, 2):
-            for k in FINAL:
-                if separated(summary[a][k], summary[b][k]):
-                    hi, lo = (a, b) if summary[a][k]["mean"] > summary[b][k]["mean"] else (b, a)
-                    lines.append(f"{k}: {hi} > {lo} ({summary[hi][k]['mean']:.3f} vs "
-                                 f"{summary[lo][k]['mean']:.3f})")
-        print()
-        for line in lines or ["no pair separated"]:
-            print("separated:", line)
+        print("\nPaired by seed (* : the interval of the differences excludes 0):\n")
+        print("\n".join(paired(runs, study)))
 
 
 def main() -> None:
