@@ -188,3 +188,26 @@ def test_untried_rounds_cost_as_much_more_as_rounds_without_drafts_do():
     measured(learned, 16, 0, seconds=0.010, accepted=0.5)
     assert learned.choose(1, 4, 16) == 0
     assert learned.choose(16, 4, 16) == 0
+
+
+def test_blocks_that_stop_early_make_no_longer_k_look_better():
+    # Every block kept one draft and then stopped (the draft unsure at its second position),
+    # though drafts that were judged mostly passed: a longer block would yield no more, and the
+    # shortest drafting round is the one to run, not an untried long one predicted from
+    # acceptance alone.
+    learned = AdaptiveK()
+    for _ in range(3):
+        learned.record(1, 4, judged=2, passed=2, seconds=0.010, drafting=0.005, kept=[1])
+    measured(learned, 1, 0, seconds=0.004, accepted=1.0)
+    assert learned.expected_tokens(4) == pytest.approx(2.0)
+    assert learned.expected_tokens(12) == pytest.approx(2.0)
+    assert learned.choose(1, 4, 16) == 1
+
+
+def test_survival_measured_at_short_blocks_extends_by_acceptance():
+    learned = AdaptiveK()
+    for _ in range(3):  # two-draft blocks, both always kept
+        learned.record(2, 2, judged=6, passed=4, seconds=0.010, drafting=0.005, kept=[2, 2])
+    a = learned.acceptance
+    assert learned.expected_tokens(2) == pytest.approx(3.0)
+    assert learned.expected_tokens(4) == pytest.approx(3.0 + a + a * a)

@@ -27,9 +27,11 @@ class AdaptiveK:
     part (verifying forwards, bookkeeping), both measured at this many rows (else at the nearest
     row count measured, scaled by the ratio of the two row counts' rounds without drafts: one
     row's round costs a third of sixteen's on a CPU, so a model shared by all row counts would
-    send a full batch to try every large k in turn). A k tried twice is
-    rated by the tokens per row its rounds gave, where they say (drafts that stop where the
-    draft is unsure give fewer than acceptance predicts). The k with the
+    send a full batch to try every large k in turn). The tokens a round yields come from how
+    often a row's block reached each position (its survival, pooled over every round long
+    enough to reach it, whatever its k): drafts that stop where the draft is unsure, or end,
+    survive less than acceptance predicts, and a k never tried is predicted from the survival
+    measured up to the longest k tried, not from acceptance alone. The k with the
     most expected tokens per second runs, 0 included. Rounds without drafts are measured twice
     at a row count before they compete, and every `EXPLORE_EVERY`-th round at a row count runs
     the best k of the kind that lost (0, or the best k > 0), so both times stay current as load
@@ -44,26 +46,28 @@ class AdaptiveK:
         self.costs: dict[int, tuple[float, float]] = {}
         self.seconds: dict[tuple[int, int], tuple[float, int]] = {}  # (rows, k) -> (s, rounds)
         self.rounds: Counter = Counter()  # rows -> choices made for that many rows
-        # (rows, k) -> tokens a row got per round, where rounds reported it: rows whose drafts
-        # stop where the draft is unsure, or at their end, get fewer than acceptance predicts.
-        self.tokens: dict[tuple[int, int], float] = {}
+        # draft position i (1, 2, ...) -> running counts of rows whose round drafted that far
+        # (tried) and whose accepted drafts reached it (reached), where rounds reported them
+        self.tried: Counter = Counter()
+        self.reached: Counter = Counter()
 
     @property
     def acceptance(self) -> float:
         return min(self.passed / self.judged, 0.99)
 
     def record(self, rows: int, k: int, judged: int, passed: int, seconds: float,
-               drafting: float, tokens: float | None = None) -> None:
+               drafting: float, kept: list[int] | None = None) -> None:
         """A round of up to k drafts (0: none) for `rows` rows, which judged `judged` positions
-        and accepted `passed`, took `seconds`, `drafting` of them drafting, and gave `tokens`
-        per row if given. Not a round cut short by a budget, nor a first round (which reads
-        prompts or nothing)."""
+        and accepted `passed`, took `seconds`, `drafting` of them drafting, and kept `kept[r]`
+        drafts of row r if given. Not a round cut short by a budget, nor a first round (which
+        reads prompts or nothing)."""
         self.judged = 0.8 * self.judged + judged
         self.passed = 0.8 * self.passed + passed
         old, count = self.seconds.get((rows, k), (seconds, 0))
         self.seconds[rows, k] = (_mix(old, seconds), count + 1)
-        if tokens is not None and k > 0:
-            self.tokens[rows, k] = _mix(self.tokens.get((rows, k), tokens), tokens)
+        for i in range(1, k + 1) if kept is not None else ():
+            self.tried[i] = 0.8 * self.tried[i] + len(kept)
+            self.reached[i] = 0.8 * self.reached[i] + sum(n >= i for n in kept)
         if k > 0:  # a round without drafts has no drafted part to split off
             costs = (drafting / k, seconds - drafting)
             old_costs = self.costs.get(rows, costs)
@@ -90,9 +94,20 @@ class AdaptiveK:
             nearest = min(self.costs, key=lambda measured: abs(math.log(measured / rows)))
             draft, fixed = self.costs[nearest]
             spent = ((k + a**k) * draft + fixed) * self._scale(rows, nearest)
-        elif (rows, k) in self.tokens:
-            return self.tokens[rows, k] / spent
-        return (1 - a ** (k + 1)) / (1 - a) / spent
+        return self.expected_tokens(k) / spent
+
+    def expected_tokens(self, k: int) -> float:
+        """Tokens a row gets from a round of k drafts: 1 + the sum over positions of how often
+        a block reaches them: measured where rows' rounds drafted that far (at least two rows'
+        worth), beyond that the last measured survival times the acceptance per position.
+        (Survival decays with every drafting round, so drafts that stop passing stop drafting
+        within a few rounds; once k = 0 runs, the rounds that explore drafting renew it.)"""
+        total, survival = 1.0, 1.0
+        for i in range(1, k + 1):
+            survival = (self.reached[i] / self.tried[i] if self.tried[i] >= 2
+                        else survival * self.acceptance)
+            total += survival
+        return total
 
     def _scale(self, rows: int, measured: int) -> float:
         """How much dearer a round is at `rows` rows than at `measured` rows, by their rounds

@@ -214,7 +214,7 @@ class SpeculativeDecoder(BlockDrafting, Decoder):
             judged = sum(n + 1 for n, _ in outcomes)
             passed = sum(n for n, _ in outcomes) + bonus_passed
             self.learned.record(len(rows), full, judged, passed, time.perf_counter() - started,
-                                drafted - started, tokens=judged / len(rows))
+                                drafted - started, kept=[n for n, _ in outcomes])
         self._first = False
         self.rounds += 1
         self._retire()
@@ -250,7 +250,7 @@ class SpeculativeDecoder(BlockDrafting, Decoder):
             self.logits[t] = logits[t][0]
         if self.adaptive:
             self.learned.record(len(rows), 0, len(rows), passed,
-                                time.perf_counter() - started, 0.0, tokens=1.0)
+                                time.perf_counter() - started, 0.0)
         self.rounds += 1
         self._retire()
         return deltas
