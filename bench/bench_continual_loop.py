@@ -55,7 +55,7 @@ def main() -> None:
     current, buffer = task_data(data.train, concepts[half:]), task_data(data.train, concepts[:half])
     batch = world.size.stream_batch
     sampler = BatchSampler(world.universe, data.pool, Mixture(), batch, 0, 0.0)
-    batches = WorldBatches(clip)(current, buffer, 1, sampler=sampler)
+    batches = WorldBatches(clip, world.universe)(current, buffer, 1, sampler=sampler)
     prebuilt = [batches(s) for s in range(args.steps)]
 
     accelerator = new_accelerator()

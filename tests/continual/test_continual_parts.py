@@ -100,3 +100,22 @@ def test_measured_costs(continual_data):
         if "lora_" not in k
     }
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_every_caption_a_stream_draws_was_tokenized_before_the_first_step(continual_data):
+    from emulate.continual.mixture import BatchSampler, Mixture, task_data
+    from emulate.continual.stream import WorldBatches
+
+    world, data = continual_data
+    clip = world.clip()
+    concepts = world.universe.stream_concepts()
+    current, buffer = task_data(data.train, concepts[1:]), task_data(data.train, concepts[:1])
+    sampler = BatchSampler(world.universe, data.pool, Mixture(), 32, 0, 0.0)
+    prepared = WorldBatches(clip, world.universe)
+    known = len(prepared.tokens.index)
+    draw = prepared(current, buffer, 1, sampler=sampler)
+    plain = WorldBatches(clip)(current, buffer, 1, sampler=sampler)
+    for step in range(20):
+        a, b = draw(step), plain(step)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(prepared.tokens.index) == known  # no caption was new

@@ -23,7 +23,14 @@ from emulate.continual.mixture import BatchSampler, Mixture, TaskData, task_data
 from emulate.continual.pretrain import World
 from emulate.continual.schedules import check_schedule, cosine, learning_rate, warmup_steps
 from emulate.continual.streams import check_ordering, cut, order_concepts
-from emulate.continual.universe import dataset_split, pretraining_pool, replay_sample
+from emulate.continual.universe import (
+    ATTRIBUTE_TEMPLATE,
+    TEMPLATES,
+    Universe,
+    dataset_split,
+    pretraining_pool,
+    replay_sample,
+)
 
 
 @dataclass(frozen=True)
@@ -93,12 +100,24 @@ class Data:
         self.tests = eval_sets(u)
 
 
+def all_captions(universe: Universe) -> list[str]:
+    """Every caption `universe.caption` can write, for every concept: what a stream's token
+    cache tokenizes in one call before the first step."""
+    return [
+        template.format(name=name, colour=c.colour, pattern=c.pattern, shape=c.shape)
+        for name, c in universe.concepts.items()
+        for template in (*TEMPLATES, ATTRIBUTE_TEMPLATE)
+    ]
+
+
 class WorldBatches:
     """Global batches of a world's stream (every process draws the same one and trains on its
     slice): the sampler's images and captions, token ids from a ``TokenCache``."""
 
-    def __init__(self, clip: Clip):
+    def __init__(self, clip: Clip, universe: Universe | None = None):
         self.clip, self.tokens = clip, TokenCache(clip)
+        if universe is not None:  # every caption tokenized in one call, not one call a step
+            self.tokens(all_captions(universe))
 
     def __call__(
         self, current: TaskData, buffer: TaskData, task: int, offset: int = 0, sampler=None
@@ -143,7 +162,7 @@ def _run(world: World, config: RunConfig, data: Data | None, on_event) -> dict:
         universe, data.pool, Mixture(0, 1, 0), batch_size, config.seed + 1, 0.0
     )
     nothing = task_data(data.train, [])
-    batches_for = WorldBatches(clip)
+    batches_for = WorldBatches(clip, universe)
     fisher = functools.partial(batches_for, sampler=fisher_sampler)
 
     start = {**evaluate(clip, data.tests, tasks=tasks), "chance": chance(data.tests)}
