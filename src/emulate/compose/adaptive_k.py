@@ -80,34 +80,42 @@ class AdaptiveK:
             return min(k, k_max)  # nothing measured yet: the given k
         if self.seconds.get((rows, 0), (0.0, 0))[1] < 2:
             return 0
-        drafting = max(range(1, k_max + 1), key=lambda k: self.rate(rows, k))
-        best = drafting if self.rate(rows, drafting) >= self.rate(rows, 0) else 0
+        yields = self.yields(k_max)  # one pass over the positions, not one per k
+        rates = [self.rate(rows, k, yields[k]) for k in range(k_max + 1)]
+        drafting = max(range(1, k_max + 1), key=rates.__getitem__)
+        best = drafting if rates[drafting] >= rates[0] else 0
         if self.rounds[rows] % EXPLORE_EVERY == 0:
             return 0 if best else drafting
         return best
 
-    def rate(self, rows: int, k: int) -> float:
-        """Expected tokens per second per row of a round of k drafts for `rows` rows."""
+    def rate(self, rows: int, k: int, tokens: float | None = None) -> float:
+        """Expected tokens per second per row of a round of k drafts for `rows` rows (that
+        round's `expected_tokens`, if given)."""
         a = self.acceptance
         spent, count = self.seconds.get((rows, k), (0.0, 0))
         if count < 2:
             nearest = min(self.costs, key=lambda measured: abs(math.log(measured / rows)))
             draft, fixed = self.costs[nearest]
             spent = ((k + a**k) * draft + fixed) * self._scale(rows, nearest)
-        return self.expected_tokens(k) / spent
+        return (self.expected_tokens(k) if tokens is None else tokens) / spent
 
     def expected_tokens(self, k: int) -> float:
-        """Tokens a row gets from a round of k drafts: 1 + the sum over positions of how often
-        a block reaches them: measured where rows' rounds drafted that far (at least two rows'
-        worth), beyond that the last measured survival times the acceptance per position.
-        (Survival decays with every drafting round, so drafts that stop passing stop drafting
-        within a few rounds; once k = 0 runs, the rounds that explore drafting renew it.)"""
-        total, survival = 1.0, 1.0
-        for i in range(1, k + 1):
+        """Tokens a row gets from a round of k drafts (see `yields`)."""
+        return self.yields(k)[k]
+
+    def yields(self, k_max: int) -> list[float]:
+        """Per k up to k_max, the tokens a row gets from a round of k drafts: 1 + the sum over
+        positions of how often a block reaches them: measured where rows' rounds drafted that
+        far (at least two rows' worth), beyond that the last measured survival times the
+        acceptance per position. (Survival decays with every drafting round, so drafts that
+        stop passing stop drafting within a few rounds; once k = 0 runs, the rounds that
+        explore drafting renew it.)"""
+        out, survival = [1.0], 1.0
+        for i in range(1, k_max + 1):
             survival = (self.reached[i] / self.tried[i] if self.tried[i] >= 2
                         else survival * self.acceptance)
-            total += survival
-        return total
+            out.append(out[-1] + survival)
+        return out
 
     def _scale(self, rows: int, measured: int) -> float:
         """How much dearer a round is at `rows` rows than at `measured` rows, by their rounds
