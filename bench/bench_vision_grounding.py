@@ -29,11 +29,8 @@ from emulate.vision.qwen_family import SHAPES, new_config, new_processor, new_to
 VIEW = 224 / CANVAS
 
 
-OBJECTS = 1
-
-
-def example(split: str, index: int):
-    scene = make_scene(scene_rng(0, split, index), n_things=(OBJECTS, OBJECTS))
+def example(split: str, index: int, objects: int = 1):
+    scene = make_scene(scene_rng(0, split, index), n_things=(objects, objects))
     thing = scene.things[0]
     box = [round(v * VIEW) for v in thing.box]
     return scene, thing, f"Find {describe(scene, thing)}.", "[{}, {}, {}, {}]".format(*box)
@@ -46,8 +43,8 @@ def messages(prompt: str, reply: str | None = None) -> list[dict]:
     return out
 
 
-def batch(processor, indices) -> dict:
-    examples = [example("align", i) for i in indices]
+def batch(processor, indices, objects: int) -> dict:
+    examples = [example("align", i, objects) for i in indices]
     texts = [processor.apply_chat_template(messages(p, r), tokenize=False)
              for _, _, p, r in examples]
     encoded = processor(text=texts, images=[s.render() for s, *_ in examples], padding=True,
@@ -61,12 +58,12 @@ def batch(processor, indices) -> dict:
     return {**encoded, "labels": labels}
 
 
-def score(model, processor, n: int) -> tuple[float, float]:
+def score(model, processor, n: int, objects: int) -> tuple[float, float]:
     """Shares of held-out scenes whose box has IoU >= 0.5 with the target, and with any object."""
     model.eval()
     hits = anywhere = 0
     for i in range(n):
-        scene, thing, prompt, _ = example("eval", i)
+        scene, thing, prompt, _ = example("eval", i, objects)
         text = processor.apply_chat_template(messages(prompt), tokenize=False,
                                              add_generation_prompt=True)
         encoded = processor(text=[text], images=[scene.render()], return_tensors="pt")
@@ -94,11 +91,11 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--eval", type=int, default=60)
     parser.add_argument("--objects", type=int, default=1, help="objects per scene")
+    parser.add_argument("--curriculum", type=int, default=0,
+                        help="train the first this many steps on one object per scene")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="small",
                         help="the family's size (qwen_family.SHAPES)")
     args = parser.parse_args()
-    global OBJECTS
-    OBJECTS = args.objects
     torch.manual_seed(0)
     processor = new_processor(new_tokenizer(["Find the small red triangle. [12, 40, 96, 130]"]))
     config = new_config(SHAPES[args.shape], processor.tokenizer)
@@ -113,14 +110,16 @@ def main() -> None:
           "| seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for step in range(1, args.steps + 1):
-        loss = model(**batch(processor, range(step * args.batch, (step + 1) * args.batch))).loss
+        objects = 1 if step <= args.curriculum else args.objects
+        indices = range(step * args.batch, (step + 1) * args.batch)
+        loss = model(**batch(processor, indices, objects)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
         if step % args.every == 0 or step == args.steps:
-            hit, anywhere = score(model, processor, args.eval)
+            hit, anywhere = score(model, processor, args.eval, args.objects)
             print(f"| {args.rope} | {args.objects} | {step} | {loss.item():.3f} | {hit:.3f} | "
                   f"{anywhere:.3f} | {time.time() - started:.0f} |", flush=True)
 
