@@ -1,6 +1,6 @@
 """`accelerate launch` with two CPU processes (gloo) against one process at the same global batch,
-for the methods with state (EWC, SI, a merge, a PEFT adapter) on the synthetic world and on real
-files through an open_clip model, in ONE launch (two interpreters start once).
+for every method on the synthetic world and the stateful ones (EWC, SI, a merge, a PEFT adapter)
+also on real files through an open_clip model, in ONE launch (two interpreters start once).
 
 Each process trains on its slice of the one global batch and the contrastive loss gathers every
 slice's embeddings, so two processes take one process's steps: the training losses agree to
@@ -20,7 +20,8 @@ from pathlib import Path
 from continual_real_files import open_clip_model, run_each, write_folders
 
 TOLERANCE = 0.02
-WORLD_METHODS = ("ewc", "si", "ema-merge", "lora")
+WORLD_METHODS = ("ewc", "si", "ema-merge", "lora", "dora", "vera", "bitfit", "lnfit", "ft-merge",
+                 "joint")
 REAL_METHODS = ("finetune", "ewc", "si", "zs-merge", "lora")
 
 
@@ -30,7 +31,7 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_for_every_stateful_method(tmp_path, continual_world):
+def test_two_processes_match_one_for_every_method(tmp_path, continual_world):
     data = write_folders(tmp_path / "data")
     model = open_clip_model(tmp_path / "oc")
     common = ["--tasks", "2", "--json"]
