@@ -5,9 +5,10 @@ rule of EMA-merge; the meta-schedule against restarting cosine; the stream order
 Every cell is one `run_stream` on `WORLDS/s<S>` at stream seed S, written to
 `OUT/runs/<config>/seed<S>.json`, `<config>` naming the fields that differ from the defaults, so
 a configuration that two studies share (fine-tuning at budget 1, restart, random) runs once and
-a second call runs only the missing ones; then each
-study is summarised as mean [95% t-interval] over seeds, with every pair of cells whose
-intervals separate on a final metric.
+a second call runs only the missing ones. Each study is then summarised as mean [95%
+t-interval] over seeds, and every cell against the study's reference (fine-tuning at the same
+budget; interpolation; restarting cosine; the random ordering) as the interval of its per-seed
+differences, with its MAFs relative to the reference's.
 
     emulate continual build --out WORLDS/s0 --size default --seed 0      # and 1, 2
     python bench/continual_grid.py --worlds WORLDS --seeds 0,1,2 --out G --jobs 2
