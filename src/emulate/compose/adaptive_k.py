@@ -107,9 +107,9 @@ class AdaptiveK:
         """Per k up to k_max, the tokens a row gets from a round of k drafts: 1 + the sum over
         positions of how often a block reaches them: measured where rows' rounds drafted that
         far (at least two rows' worth), beyond that the last measured survival times the
-        acceptance per position. (Survival decays with every drafting round, so drafts that
-        stop passing stop drafting within a few rounds; once k = 0 runs, the rounds that
-        explore drafting renew it.)"""
+        acceptance per position. (The counts of the positions a round drafts decay with it, so
+        drafts that stop passing stop drafting within a few rounds; once k = 0 runs, the
+        rounds that explore drafting renew them.)"""
         out, survival = [1.0], 1.0
         for i in range(1, k_max + 1):
             survival = (self.reached[i] / self.tried[i] if self.tried[i] >= 2
