@@ -82,6 +82,27 @@ def score(model, processor, n: int, objects: int) -> tuple[float, float]:
     return hits / n, anywhere / n
 
 
+def train(model, processor, steps: int, objects: int, lr: float = 1e-3, batch_size: int = 8,
+          curriculum: int = 0, every: int = 0, on_every=None) -> float:
+    """Grounding alone for `steps` AdamW steps (one-cycle schedule), the first `curriculum` on
+    one object per scene; `on_every(step, loss)` every `every` steps and at the end. The last
+    training loss."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps,
+                                                   pct_start=0.05)
+    for step in range(1, steps + 1):
+        n = 1 if step <= curriculum else objects
+        loss = model(**batch(processor, range(step * batch_size, (step + 1) * batch_size), n)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if on_every is not None and (step % every == 0 or step == steps):
+            on_every(step, loss.item())
+    return loss.item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rope", choices=("family", "qwen"), default="family")
@@ -102,27 +123,18 @@ def main() -> None:
     if args.rope == "qwen":
         config.text_config.rope_parameters.update(rope_theta=10000.0, mrope_section=[4, 6, 6])
     model = Qwen2_5_VLForConditionalGeneration(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps,
-                                                   pct_start=0.05)
     started = time.time()
     print(f"| rope | objects | step | train loss | IoU>=0.5 target (n={args.eval}) | any object "
           "| seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for step in range(1, args.steps + 1):
-        objects = 1 if step <= args.curriculum else args.objects
-        indices = range(step * args.batch, (step + 1) * args.batch)
-        loss = model(**batch(processor, indices, objects)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        if step % args.every == 0 or step == args.steps:
-            hit, anywhere = score(model, processor, args.eval, args.objects)
-            print(f"| {args.rope} | {args.objects} | {step} | {loss.item():.3f} | {hit:.3f} | "
-                  f"{anywhere:.3f} | {time.time() - started:.0f} |", flush=True)
 
+    def report(step: int, loss: float) -> None:
+        hit, anywhere = score(model, processor, args.eval, args.objects)
+        print(f"| {args.rope} | {args.objects} | {step} | {loss:.3f} | {hit:.3f} | "
+              f"{anywhere:.3f} | {time.time() - started:.0f} |", flush=True)
+
+    train(model, processor, args.steps, args.objects, args.lr, args.batch, args.curriculum,
+          args.every, report)
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,8 @@ Trains the objects world's family (shape ``small``, random weights) on grounding
 last hidden state right after "[", where the box's first number is written, on held-out scenes
 of one and of two objects, and fits a ridge regression from it to the target's x-centre and to
 the mean x-centre of all the scene's objects (held-out R^2). A state that holds the mean far
-better than the target's is an average over the objects: the box is written between them.
+better than the target's is an average over the objects: the box is written between them;
+the control is the other object's x-centre, held about as well as the target's if so.
 
     PYTHONPATH=src python bench/bench_vision_position_probe.py --steps 1500 --train-objects 1
     PYTHONPATH=src python bench/bench_vision_position_probe.py --steps 3000 --train-objects 2
@@ -18,7 +19,7 @@ import time
 
 import numpy as np
 import torch
-from bench_vision_grounding import batch, example, messages
+from bench_vision_grounding import example, messages, train
 from sklearn.linear_model import RidgeCV
 from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -26,8 +27,9 @@ from emulate.vision.qwen_family import SHAPES, new_config, new_processor, new_to
 
 
 def states(model, processor, objects: int, n: int):
-    """(states (n, hidden), target x-centres, mean x-centres of all objects) of n scenes."""
-    xs, target, mean = [], [], []
+    """(states (n, hidden), target x-centres, mean x-centres of all objects, x-centres of the
+    first other object (the target's on one-object scenes)) of n scenes."""
+    xs, target, mean, other = [], [], [], []
     for i in range(n):
         scene, thing, prompt, _ = example("eval", i, objects)
         text = processor.apply_chat_template(messages(prompt), tokenize=False,
@@ -38,7 +40,9 @@ def states(model, processor, objects: int, n: int):
         xs.append(out.hidden_states[-1][0, -1].numpy())
         target.append((thing.box[0] + thing.box[2]) / 2)
         mean.append(np.mean([(t.box[0] + t.box[2]) / 2 for t in scene.things]))
-    return np.array(xs), np.array(target), np.array(mean)
+        second = next((t for t in scene.things if t is not thing), thing)
+        other.append((second.box[0] + second.box[2]) / 2)
+    return np.array(xs), np.array(target), np.array(mean), np.array(other)
 
 
 def held_out_r2(x: np.ndarray, y: np.ndarray, fit: int) -> float:
@@ -57,27 +61,18 @@ def main() -> None:
     torch.manual_seed(0)
     processor = new_processor(new_tokenizer(["Find the small red triangle. [12, 40, 96, 130]"]))
     model = Qwen2_5_VLForConditionalGeneration(new_config(SHAPES["small"], processor.tokenizer))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=args.steps,
-                                                   pct_start=0.05)
     started = time.time()
-    for step in range(1, args.steps + 1):
-        indices = range(step * 8, (step + 1) * 8)
-        loss = model(**batch(processor, indices, args.train_objects)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
+    loss = train(model, processor, args.steps, args.train_objects)
     print(f"trained {args.steps} steps on {args.train_objects}-object scenes in "
-          f"{time.time() - started:.0f} s (loss {loss.item():.3f})")
+          f"{time.time() - started:.0f} s (loss {loss:.3f})")
     model.eval()
     fit = args.scenes * 3 // 4
     for objects in (1, 2):
-        x, target, mean = states(model, processor, objects, args.scenes)
+        x, target, mean, other = states(model, processor, objects, args.scenes)
         print(f"{objects}-object scenes: held-out R^2 of the target's x-centre "
               f"{held_out_r2(x, target, fit):.3f}, of the objects' mean x-centre "
-              f"{held_out_r2(x, mean, fit):.3f}")
+              f"{held_out_r2(x, mean, fit):.3f}, of the other object's "
+              f"{held_out_r2(x, other, fit):.3f}")
 
 
 if __name__ == "__main__":
